@@ -1,0 +1,77 @@
+"""The `robotrain` command: a thin shell over library functions.
+
+Each subcommand lives in its own module under `robotrain.cli` and exposes
+`register(subparsers)`, which adds its parser and sets `func` to a function
+`(args) -> int` (the exit code). User errors (`RobotrainError`) are printed on one line
+with no traceback and exit non-zero.
+
+Example:
+    robotrain --help
+    robotrain dataset info ../shared/fixtures/so101_fixture_v30
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from robotrain import __version__
+from robotrain.errors import RobotrainError
+
+# Subcommand modules, in the order `robotrain --help` lists them. A module that does not
+# exist yet is skipped, so the CLI works while features land one by one.
+SUBCOMMAND_MODULES = (
+    "robotrain.cli.demo",
+    "robotrain.cli.dataset",
+    "robotrain.cli.sim",
+    "robotrain.cli.train",
+    "robotrain.cli.eval",
+    "robotrain.cli.report",
+)
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robotrain",
+        description="Train, evaluate and compare robot imitation-learning policies on LeRobot datasets.",
+    )
+    parser.add_argument("--version", action="version", version=f"robotrain {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER_ERROR if args.command is None else 0
+    try:
+        return int(args.func(args) or 0)
+    except RobotrainError as exc:
+        print(f"robotrain: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("robotrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

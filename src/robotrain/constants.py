@@ -1,0 +1,59 @@
+"""Names shared by data, policies, training, evaluation and reports.
+
+Batch keys follow LeRobot so that datasets and checkpoints move between the two projects
+unchanged. Metric keys are namespaced (`train/...`, `eval/...`) and used by train.py,
+evaluate.py and report.py alike.
+"""
+
+from __future__ import annotations
+
+# --- batch / dataset keys (LeRobot names) -------------------------------------------
+OBS_STATE = "observation.state"
+OBS_ENV_STATE = "observation.environment_state"
+OBS_IMAGES_PREFIX = "observation.images."
+ACTION = "action"
+TASK = "task"
+TIMESTAMP = "timestamp"
+FRAME_INDEX = "frame_index"
+EPISODE_INDEX = "episode_index"
+INDEX = "index"
+TASK_INDEX = "task_index"
+PAD_SUFFIX = "_is_pad"
+ACTION_IS_PAD = ACTION + PAD_SUFFIX
+
+# Columns every LeRobot frame carries besides the features a robot defines.
+DEFAULT_FRAME_COLUMNS = (TIMESTAMP, FRAME_INDEX, EPISODE_INDEX, INDEX, TASK_INDEX)
+
+
+def pad_key(key: str) -> str:
+    """The boolean mask name LeRobot uses for a temporal window of `key`."""
+    return key + PAD_SUFFIX
+
+
+def is_image_key(key: str) -> bool:
+    return key.startswith(OBS_IMAGES_PREFIX)
+
+
+# --- the SO-101 arm ---------------------------------------------------------------
+SO101_JOINT_NAMES = (
+    "shoulder_pan.pos",
+    "shoulder_lift.pos",
+    "elbow_flex.pos",
+    "wrist_flex.pos",
+    "wrist_roll.pos",
+    "gripper.pos",
+)
+SO101_ROBOT_TYPE = "so101_follower"
+SO101_TASK = "Pick up the cube and place it in the bowl"
+SO101_FPS = 30
+
+# --- checkpoint layout (LeRobot's, see shared docs §6) ------------------------------
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last"
+PRETRAINED_MODEL_DIR = "pretrained_model"
+TRAINING_STATE_DIR = "training_state"
+CONFIG_JSON = "config.json"
+MODEL_SAFETENSORS = "model.safetensors"
+TRAIN_CONFIG_JSON = "train_config.json"
+METRICS_JSONL = "metrics.jsonl"
+EVAL_INFO_JSON = "eval_info.json"

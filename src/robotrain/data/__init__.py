@@ -1,0 +1,1 @@
+"""Everything that opens a parquet or an mp4 lives in this package (house rule)."""

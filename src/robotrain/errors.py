@@ -1,0 +1,41 @@
+"""One exception family for everything a user can get wrong.
+
+The CLI catches `RobotrainError` and prints it on one line (no traceback), so every
+message must say *which file or flag* and *what is wrong with it*.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RobotrainError(Exception):
+    """An error the user can fix: a bad path, a corrupt file, a bad flag.
+
+    `path` is the file or directory at fault (if any); `reason` says what is wrong.
+    """
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        self.reason = reason
+        self.path = Path(path) if path is not None else None
+        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+
+
+class DatasetError(RobotrainError):
+    """A dataset on disk is missing, corrupt or inconsistent with its metadata."""
+
+
+class ConfigError(RobotrainError):
+    """A configuration value or command-line flag is invalid."""
+
+
+class CheckpointError(RobotrainError):
+    """A checkpoint is missing, incomplete or does not match the policy."""
+
+
+class TrainingError(RobotrainError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class SimulationError(RobotrainError):
+    """The simulation cannot be built or rendered (missing assets, no GL context)."""

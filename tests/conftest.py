@@ -1,0 +1,33 @@
+"""Shared test fixtures. Tests build their own tiny data; the LeRobot-written fixtures
+come from `../shared/fixtures` beside the checkout (CI lays a copy there too)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def lerobot_fixtures() -> Path:
+    """Files written by LeRobot itself (dataset v3.0/v2.1, an ACT checkpoint, a log)."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"LeRobot fixtures not found at {SHARED_FIXTURES}")
+    return SHARED_FIXTURES
+
+
+def run_cli(*args: str, timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+    """Run `python -m robotrain ARGS` in a subprocess against this checkout's sources."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "robotrain", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from robotrain.cli import main
+from robotrain.errors import DatasetError, RobotrainError
+from robotrain.io_utils import atomic_directory, atomic_write_json
+
+from conftest import run_cli
+
+
+def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point() -> None:
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.startswith("robotrain ")
+
+
+def test_error_message_names_path_and_reason() -> None:
+    err = DatasetError("info.json is missing", "/data/x")
+    assert isinstance(err, RobotrainError)
+    assert str(err) == "/data/x: info.json is missing"
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path) -> None:
+    target = tmp_path / "a.json"
+    atomic_write_json(target, {"v": 1})
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with atomic_directory(tmp_path / "dir") as d:
+            (d / "x").write_text("partial")
+            raise Boom
+    assert not (tmp_path / "dir").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert target.read_text().strip().startswith("{")
