@@ -294,8 +294,9 @@ def add_dataclass_flags(
         inner, _ = _strip_optional(hints[f.name])
         metavar = getattr(inner, "__name__", str(inner)).upper().replace("[", "").replace("]", "")
         help_text = _field_help(cls, f)
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if inner is bool else {}  # `--resume` alone
         group.add_argument(*names, dest=dotted, default=argparse.SUPPRESS, metavar=metavar,
-                           help=f"{help_text} (default: {to_dict(default)!r})".strip())
+                           help=f"{help_text} (default: {to_dict(default)!r})".strip(), **extra)
 
 
 def flags_to_overrides(namespace: argparse.Namespace) -> dict[str, Any]:
