@@ -103,8 +103,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
 
 def test_overfits_a_tiny_dataset(tmp_path) -> None:
     source = SyntheticSource(n_episodes=2, length=6, n_val=1)
-    run_dir = run(tmp_path, "--steps", "300", "--log-freq", "10", "--save-freq", "0", "--policy.hidden_dim", "64",
-                  "--policy.optimizer_lr", "3e-3", "--batch-size", "3", source=source)
+    run_dir = run(tmp_path, "--steps", "120", "--log-freq", "10", "--save-freq", "0", "--policy.hidden_dim", "64",
+                  "--policy.optimizer_lr", "1e-2", "--batch-size", "3", source=source)
     losses = [r["train/loss"] for r in read_metrics(run_dir) if "train/loss" in r]
     assert losses[-1] < losses[0] / 10, losses
 
