@@ -50,8 +50,10 @@ def run_sim(args: argparse.Namespace) -> int:
     """Rollouts in simulation: `robotrain.rollout` (a separate module) does the work."""
     from robotrain.errors import ConfigError
 
+    import importlib
+
     try:
-        from robotrain import rollout  # noqa: F401
+        importlib.import_module("robotrain.rollout")
     except ModuleNotFoundError as exc:
         if exc.name == "robotrain.rollout":
             raise ConfigError("--sim: sim rollouts are not available in this build (robotrain.rollout missing)") from None
