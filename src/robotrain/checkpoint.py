@@ -24,6 +24,7 @@ written by LeRobot itself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -88,7 +89,8 @@ def features_from_lerobot(config: Mapping[str, Any], fps: int = 30, where: Path 
     """PolicyFeatures from config.json's `input_features` / `output_features`."""
     try:
         inputs, outputs = config["input_features"], config["output_features"]
-        cameras = sorted(k for k, v in inputs.items() if v.get("type") == "VISUAL" or is_image_key(k))
+        # input_features order, as LeRobot feeds the cameras
+        cameras = [k for k, v in inputs.items() if v.get("type") == "VISUAL" or is_image_key(k)]
         image_shape = tuple(inputs[cameras[0]]["shape"]) if cameras else (3, 0, 0)
         return PolicyFeatures(
             state_dim=int(inputs[OBS_STATE]["shape"][0]) if OBS_STATE in inputs else 0,
@@ -103,7 +105,11 @@ def features_from_lerobot(config: Mapping[str, Any], fps: int = 30, where: Path 
 
 def policy_config_to_lerobot(config: PolicyConfig, features: PolicyFeatures) -> dict[str, Any]:
     """config.json content: `type`, `n_obs_steps`, the features, then every other field."""
-    body = config.to_lerobot_dict() if hasattr(config, "to_lerobot_dict") else configuration.to_dict(config)
+    if hasattr(config, "to_lerobot_dict"):
+        accepts_features = "features" in inspect.signature(config.to_lerobot_dict).parameters
+        body = config.to_lerobot_dict(features) if accepts_features else config.to_lerobot_dict()
+    else:
+        body = configuration.to_dict(config)
     inputs, outputs = lerobot_features(features)
     out: dict[str, Any] = {"type": type(config).type, "n_obs_steps": body.get("n_obs_steps", config.n_obs_steps),
                            "input_features": body.get("input_features", inputs),
@@ -250,13 +256,18 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") 
     config_json = _read_json(pretrained_dir / CONFIG_JSON)
     if not isinstance(config_json, dict) or "type" not in config_json:
         raise CheckpointError("config.json has no policy 'type'", pretrained_dir / CONFIG_JSON)
-    fps = 30
+    # Our train_config.json keeps every policy field (config.json holds only LeRobot's, so
+    # that LeRobot can read it) and the dataset fps; LeRobot's own checkpoints lack both.
+    fps, full_config = 30, dict(config_json)
     train_config_path = pretrained_dir / TRAIN_CONFIG_JSON
     if train_config_path.is_file():
-        fps = int((_read_json(train_config_path).get("robotrain") or {}).get("fps", fps))
+        ours = _read_json(train_config_path).get("robotrain") or {}
+        fps = int(ours.get("fps", fps))
+        if isinstance(ours.get("policy"), dict) and ours["policy"].get("type", config_json["type"]) == config_json["type"]:
+            full_config.update(ours["policy"])
     policy_class = get_policy_class(config_json["type"])
     try:
-        config = policy_config_from_lerobot(policy_class.config_class, config_json)
+        config = policy_config_from_lerobot(policy_class.config_class, full_config)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"invalid policy config: {exc}", pretrained_dir / CONFIG_JSON) from None
     features = features_from_lerobot(config_json, fps=fps, where=pretrained_dir / CONFIG_JSON)

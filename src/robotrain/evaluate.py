@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from robotrain.constants import ACTION, ACTION_IS_PAD
+from robotrain.constants import ACTION, ACTION_IS_PAD, is_image_key
 from robotrain.errors import ConfigError
 from robotrain.policies import Policy
 
@@ -127,8 +127,22 @@ def spaced_indices(n: int, max_samples: int | None) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, max_samples).round()})
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def batch_to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+    """Move a collated batch to `device`; uint8 camera frames become float32 in [0, 1] there.
+
+    Datasets may ship frames as uint8 (4x less through the DataLoader's shared memory);
+    policies always receive float images in [0, 1] (the policy contract).
+    """
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if is_image_key(key) and value.dtype == torch.uint8:
+                value = value.float().div_(255.0)
+            if channels_last and value.ndim == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
 
 
 @torch.no_grad()
@@ -167,7 +181,7 @@ def offline_action_error(
             for batch in loader:
                 target = batch[ACTION].float()  # (B, T, A)
                 valid = ~batch[ACTION_IS_PAD].bool() if ACTION_IS_PAD in batch else torch.ones(target.shape[:2], dtype=torch.bool)
-                pred = policy.predict_action_chunk(_to_device(batch, device)).float().cpu()  # (B, chunk, A)
+                pred = policy.predict_action_chunk(batch_to_device(batch, device)).float().cpu()  # (B, chunk, A)
                 steps = min(pred.shape[1], target.shape[1])
                 pred, target, valid = pred[:, :steps], target[:, :steps], valid[:, :steps]
                 if sums is None:
