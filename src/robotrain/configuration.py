@@ -408,6 +408,9 @@ class TrainConfig:
                 raise bad("dataset", "required (path of a local LeRobot dataset)")
             if not Path(self.dataset).is_dir():
                 raise ConfigError("dataset directory not found (--dataset)", self.dataset)
+        if not self.resume and self.output_dir and (Path(self.output_dir) / "checkpoints").exists():
+            raise ConfigError("--output-dir already holds checkpoints; pass --resume to continue it or pick "
+                              "another directory", self.output_dir)
         if self.resume:
             if not self.output_dir:
                 raise bad("resume", "needs --output-dir, the run directory to continue")

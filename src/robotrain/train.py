@@ -200,11 +200,7 @@ def resolve_run_dir(config: TrainConfig, rt: Runtime) -> Path:
         holder = [name]
         dist.broadcast_object_list(holder, src=0)
         name = holder[0]
-    run_dir = Path(name)
-    if not config.resume and (run_dir / "checkpoints").exists():
-        raise ConfigError("--output-dir already holds checkpoints; pass --resume to continue it or pick "
-                          "another directory", run_dir)
-    return run_dir
+    return Path(name)
 
 
 def peak_memory_mb(device: torch.device) -> float:
