@@ -347,6 +347,8 @@ class TrainConfig:
     """At most this many evenly spaced held-out frames per offline evaluation."""
     val_fraction: float = 0.1
     """Fraction of episodes held out for offline evaluation (0 trains on every episode)."""
+    episodes: tuple[int, ...] | None = None
+    """Use only these episodes (e.g. 0,1,2), split as above; None uses every episode."""
     keep_last: int = 3
     """Keep the last k checkpoints (0 keeps all)."""
 

@@ -79,7 +79,13 @@ class LeRobotSource:
         from robotrain.data.dataset import LeRobotDataset, split_episodes
 
         cfg = self.config
-        train_eps, val_eps = split_episodes(self.meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        meta = self.meta
+        if cfg.episodes is not None:
+            unknown = sorted(set(cfg.episodes) - {e.episode_index for e in meta.episodes})
+            if unknown:
+                raise ConfigError(f"--episodes: {unknown} not in the dataset ({meta.total_episodes} episodes)")
+            meta = dataclasses.replace(meta, episodes=[e for e in meta.episodes if e.episode_index in cfg.episodes])
+        train_eps, val_eps = split_episodes(meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
 
         def make(episodes: list[int]) -> Dataset:
             # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
