@@ -48,6 +48,13 @@ def test_image_size_shortcut_sets_policy_and_dataset_size() -> None:
     assert cfg.image_size is None and cfg.data_image_size() == (96, 128)
 
 
+def test_resize_mode_follows_the_policy() -> None:
+    cfg = parse("--resize-mode", "pad")
+    assert cfg.policy.resize_mode == "pad" and cfg.data_resize_mode() == "pad"
+    cfg = parse("--policy.resize_mode", "pad")
+    assert cfg.resize_mode == "resize" and cfg.data_resize_mode() == "pad"
+
+
 def test_optional_and_none() -> None:
     assert parse("--output-dir", "none").output_dir is None
     assert parse("--output-dir", "runs/x").output_dir == "runs/x"

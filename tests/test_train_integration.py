@@ -76,3 +76,9 @@ def test_act_overfits_a_tiny_dataset(tmp_path, lerobot_fixtures, cache_dir) -> N
     mean = lambda key: sum(r[key] for r in last) / len(last)  # noqa: E731
     assert mean("train/loss") < first["train/loss"] / 10, [r["train/loss"] for r in records]
     assert mean("train/l1_loss") < first["train/l1_loss"] / 2, [r["train/l1_loss"] for r in records]
+
+
+def test_cli_help_lists_dotted_policy_flags() -> None:
+    out = run_cli("train", "--policy", "act", "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--policy.dim_model" in out.stdout and "--batch-size" in out.stdout and "--image-size" in out.stdout

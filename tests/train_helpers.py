@@ -43,6 +43,8 @@ class TinyConfig(PolicyConfig):
     """Dropout after the hidden layer (exercises the RNG in resume tests)."""
     image_size: tuple[int, int] | None = None
     """Frames' (H, W); set by --image-size."""
+    resize_mode: str = "resize"
+    """How frames are fitted to image_size; set by --resize-mode."""
     optimizer_lr: float = 1e-3
     normalization_mapping: dict[str, str] = field(
         default_factory=lambda: {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"})

@@ -369,7 +369,8 @@ class TrainConfig:
     image_size: tuple[int, int] | None = None
     """Shortcut (e.g. 240x320): sets the policy's image_size and the dataset cache size."""
     resize_mode: str = "resize"
-    """How the dataset fits frames to image_size: "resize" or "pad" (aspect kept)."""
+    """How frames are fitted to image_size: "resize" or "pad" (aspect kept); "pad" also sets the
+    policy's resize_mode when it has one."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
     tensorboard: bool = True
@@ -378,6 +379,10 @@ class TrainConfig:
     def data_image_size(self) -> tuple[int, int] | None:
         """The (H, W) frames are resized to: the shortcut, else the policy's image_size."""
         return self.image_size or getattr(self.policy, "image_size", None)
+
+    def data_resize_mode(self) -> str:
+        """How frames are fitted to that size: the policy's resize_mode when it has one."""
+        return getattr(self.policy, "resize_mode", None) or self.resize_mode
 
     def validate(self, check_paths: bool = True) -> None:
         """Reject bad values before any data is loaded, naming the flag and the value."""
@@ -512,12 +517,18 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
 
 
 def apply_image_size(config: TrainConfig) -> TrainConfig:
-    """`--image-size HxW` also sets the policy's image_size when the policy has one."""
-    if config.image_size is not None and config.policy is not None:
-        names = {f.name for f in dataclasses.fields(config.policy)}
-        if "image_size" in names and getattr(config.policy, "image_size") != config.image_size:
-            try:
-                config.policy = dataclasses.replace(config.policy, image_size=tuple(config.image_size))
-            except ValueError as exc:
-                raise ConfigError(f"--image-size: {exc}") from None
+    """`--image-size HxW` / `--resize-mode pad` also set the policy's fields when it has them."""
+    if config.policy is None:
+        return config
+    names = {f.name for f in dataclasses.fields(config.policy)}
+    changes: dict[str, Any] = {}
+    if config.image_size is not None and "image_size" in names and config.policy.image_size != config.image_size:
+        changes["image_size"] = tuple(config.image_size)
+    if config.resize_mode != "resize" and "resize_mode" in names:
+        changes["resize_mode"] = config.resize_mode
+    if changes:
+        try:
+            config.policy = dataclasses.replace(config.policy, **changes)
+        except ValueError as exc:
+            raise ConfigError(f"--image-size/--resize-mode: {exc}") from None
     return config

@@ -90,7 +90,7 @@ class LeRobotSource:
         def make(episodes: list[int]) -> Dataset:
             # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
             return LeRobotDataset(cfg.dataset, delta_timestamps=delta_timestamps, episodes=episodes,
-                                  image_size=image_size, resize_mode=cfg.resize_mode, use_cache=cfg.use_cache,
+                                  image_size=image_size, resize_mode=cfg.data_resize_mode(), use_cache=cfg.use_cache,
                                   image_dtype="uint8")
 
         return make(list(train_eps)), (make(list(val_eps)) if len(val_eps) else None)
