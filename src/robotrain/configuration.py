@@ -373,6 +373,8 @@ class TrainConfig:
     policy's resize_mode when it has one."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
+    ddp_find_unused_parameters: bool = False
+    """With torchrun: let DDP tolerate parameters that get no gradient in a step (slower)."""
     tensorboard: bool = True
     """Also write TensorBoard events when the tensorboard package is installed."""
 

@@ -393,7 +393,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         model: torch.nn.Module = policy
         if rt.distributed:
             model = torch.nn.parallel.DistributedDataParallel(
-                policy, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+                policy, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                find_unused_parameters=config.ddp_find_unused_parameters)
         if config.compile:
             model = torch.compile(model)
         params = [p for p in policy.parameters() if p.requires_grad]
