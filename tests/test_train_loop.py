@@ -76,6 +76,20 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_resume_drops_metrics_after_the_checkpoint_and_torn_lines(tmp_path) -> None:
+    run_dir = run(tmp_path, "--steps", "4", "--save-freq", "2", "--keep-last", "0")
+    (run_dir / "checkpoints" / "000004").rename(run_dir / "checkpoints" / "gone")  # as if killed after step 4
+    (run_dir / "checkpoints" / "last").unlink()
+    (run_dir / "checkpoints" / "last").symlink_to("000002")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "train/lo')  # torn line
+    (run_dir / "checkpoints" / ".000006.tmp-x").mkdir()  # a save that was killed
+    run(tmp_path, "--steps", "5", "--resume", "--save-freq", "2")
+    steps = [r["step"] for r in read_metrics(run_dir)]
+    assert steps == [1, 2, 3, 4, 5]
+    assert not (run_dir / "checkpoints" / ".000006.tmp-x").exists()
+
+
 def test_resume_cli_reuses_saved_config(tmp_path) -> None:
     run_dir = run(tmp_path, "--steps", "3", "--policy.hidden_dim", "7")
     config = parse_train_config(["--resume", "--output-dir", str(run_dir), "--steps", "4"], check_paths=False)

@@ -439,6 +439,9 @@ class Checkpointer:
                 pointer.write_text(name + "\n")
 
     def _prune(self) -> None:
+        for stale in self.dir.glob(".*.tmp-*"):  # left by a run killed mid-save
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
         if self.keep_last <= 0:
             return
         steps = sorted(p for p in self.dir.iterdir() if p.is_dir() and not p.is_symlink() and p.name.isdigit())

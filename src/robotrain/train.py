@@ -228,7 +228,7 @@ class MetricsLogger:
             return
         path = run_dir / METRICS_JSONL
         if resume_step is not None and path.exists():  # drop lines logged after the resumed checkpoint
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= resume_step]
             atomic_write_text(path, "".join(ln + "\n" for ln in keep))
         self.file = open(path, "a", encoding="utf-8")
         if tensorboard:
@@ -254,6 +254,14 @@ class MetricsLogger:
             self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a torn line (killed mid-write) counts as after any step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 class Interval:
