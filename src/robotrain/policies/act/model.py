@@ -1,4 +1,4 @@
-"""ACT: Action Chunking with Transformers (Zhao et al. 2023), our implementation.
+r"""ACT: Action Chunking with Transformers (Zhao et al. 2023), our implementation.
 
 Parameter names and shapes equal LeRobot 0.4.4's ACT (`model.*`), so checkpoints move
 between the two projects; the computation follows the paper / LeRobot exactly (post-norm
