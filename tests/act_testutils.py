@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
@@ -53,3 +54,13 @@ def batch(b: int = 2, chunk: int = 8, h: int = 64, w: int = 80, cameras=CAMERAS,
     for cam in cameras:
         out[cam] = torch.rand(b, 3, h, w, generator=g)
     return out
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on the shared 2-core machine, two spinning threads per test
+    process are several times slower than one. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

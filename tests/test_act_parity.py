@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from act_testutils import single_thread  # noqa: F401
 from act_testutils import CAMERAS, features, stats
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from robotrain.normalize import unflatten_stats

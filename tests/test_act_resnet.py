@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from act_testutils import single_thread  # noqa: F401
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.policies.act.resnet import FrozenBatchNorm2d, ResNetBackbone
 
