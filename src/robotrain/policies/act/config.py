@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from robotrain.constants import ACTION, OBS_STATE
 from robotrain.errors import ConfigError
 from robotrain.policies.base import PolicyConfig, PolicyFeatures
 
@@ -304,8 +306,6 @@ class ACTConfig(PolicyConfig):
 def resolve_torchvision_weights_name(name: str) -> str | None:
     """Map torchvision's "ResNet18_Weights.IMAGENET1K_V1" to torch hub's cached file, or
     None (random backbone, with a warning) when it is not on this machine."""
-    import os
-
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
     file_name = _TORCH_HUB_FILES.get(name)
     if file_name is not None and (torch_home / "hub" / "checkpoints" / file_name).is_file():
@@ -322,8 +322,6 @@ def resolve_torchvision_weights_name(name: str) -> str | None:
 
 def lerobot_features(features: PolicyFeatures) -> dict[str, Any]:
     """`input_features` / `output_features` as LeRobot's config.json writes them."""
-    from robotrain.constants import ACTION, OBS_STATE
-
     inputs: dict[str, Any] = {}
     if features.state_dim > 0:
         inputs[OBS_STATE] = {"type": "STATE", "shape": [features.state_dim]}
@@ -337,8 +335,6 @@ def lerobot_features(features: PolicyFeatures) -> dict[str, Any]:
 
 def features_from_lerobot_dict(d: Mapping[str, Any], fps: int = 30) -> PolicyFeatures:
     """PolicyFeatures from a LeRobot config.json's input/output features."""
-    from robotrain.constants import ACTION, OBS_STATE
-
     inputs = d.get("input_features") or {}
     outputs = d.get("output_features") or {}
     try:
