@@ -361,3 +361,26 @@ def test_bad_construction_raises_config_errors():
         ACTPolicy(tiny_config(), features(), st)
     with pytest.raises(ConfigError, match="camera"):
         ACTPolicy(tiny_config(), features(cameras=()), stats(cameras=()))
+
+
+def test_bf16_autocast():
+    policy = make_policy(augment=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, metrics = policy(batch())
+    loss.backward()
+    assert torch.isfinite(loss) and math.isfinite(metrics["kld_loss"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert policy.predict_action_chunk(batch()).dtype == torch.float32  # unnormalised in fp32
+
+
+def test_without_state():
+    torch.manual_seed(0)
+    st = stats()
+    del st[OBS_STATE]
+    policy = ACTPolicy(tiny_config(), features(state_dim=0), st)
+    assert policy.encoder_token_count() == 1 + 2 * 6
+    assert not any("robot_state" in k for k in policy.state_dict())
+    b = {k: v for k, v in batch().items() if k != OBS_STATE}
+    loss, _ = policy(b)
+    assert torch.isfinite(loss)
+    assert policy.predict_action_chunk(b).shape == (2, 8, 6)
