@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from robotrain import checkpoint as ckpt
 from robotrain.checkpoint import Checkpointer, load_policy
+from robotrain.configuration import to_dict
 from robotrain.errors import CheckpointError
 from robotrain.optim import make_optimizer, make_scheduler
 from robotrain.policies import PolicyFeatures
@@ -167,3 +168,45 @@ def test_no_pickle_anywhere(tmp_path) -> None:
     _, _, _, _, path = save(tmp_path)
     suffixes = {p.suffix for p in path.rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".safetensors"}
+
+
+def test_loads_lerobot_written_act_checkpoint(lerobot_fixtures) -> None:
+    pytest.importorskip("robotrain.policies.act.model")
+    pretrained = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
+    policy = load_policy(pretrained)
+    assert type(policy).__name__ == "ACTPolicy"
+    assert policy.features.image_shape == (3, 96, 128) and policy.config.chunk_size == 10
+    weights = load_file(pretrained / "model.safetensors")
+    state = policy.state_dict()
+    assert set(state) == set(weights)
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+
+
+def test_act_round_trip_and_lerobot_config_keys(tmp_path, lerobot_fixtures) -> None:
+    pytest.importorskip("robotrain.policies.act.model")
+    from robotrain.checkpoint import load_stats
+    from robotrain.policies import get_policy_class
+
+    fixture = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
+    stats = load_stats(fixture)
+    act = get_policy_class("act")
+    config = act.config_class(dim_model=32, dim_feedforward=64, n_heads=2, n_encoder_layers=1,
+                              n_vae_encoder_layers=1, chunk_size=5, n_action_steps=5, image_size=(64, 96))
+    features = PolicyFeatures(state_dim=6, action_dim=6, camera_keys=("observation.images.front",
+                              "observation.images.wrist"), image_shape=(3, 64, 96), fps=30)
+    torch.manual_seed(0)
+    policy = act(config, features, stats)
+    optimizer = make_optimizer(policy)
+    path = Checkpointer(tmp_path / "run", 1, 1).save(1, policy, optimizer, None, stats, {"robotrain": {
+        "fps": 30, "policy": to_dict(config)}})
+    ours = json.loads((path / "pretrained_model" / "config.json").read_text())
+    theirs = json.loads((fixture / "config.json").read_text())
+    assert list(ours) == list(theirs)
+    assert set(load_file(path / "pretrained_model" / ckpt.PREPROCESSOR_STATS)) == set(
+        load_file(fixture / ckpt.PREPROCESSOR_STATS))
+    loaded = load_policy(path)
+    assert loaded.config == policy.config  # robotrain-only fields (image_size) come back too
+    batch = {"observation.state": torch.randn(2, 6), "observation.images.front": torch.rand(2, 3, 64, 96),
+             "observation.images.wrist": torch.rand(2, 3, 64, 96)}
+    policy.eval()
+    assert torch.equal(loaded.predict_action_chunk(batch), policy.predict_action_chunk(batch))

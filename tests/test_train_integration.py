@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from conftest import run_cli
 
@@ -29,17 +27,6 @@ TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedfor
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBOTRAIN_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def test_loads_lerobot_written_act_checkpoint(lerobot_fixtures) -> None:
-    pretrained = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
-    policy = load_policy(pretrained)
-    assert type(policy).__name__ == "ACTPolicy"
-    assert policy.features.image_shape == (3, 96, 128) and policy.config.chunk_size == 10
-    weights = load_file(pretrained / "model.safetensors")
-    state = policy.state_dict()
-    assert set(state) == set(weights)
-    assert all(torch.equal(state[k], weights[k]) for k in weights)
 
 
 @pytest.mark.slow
