@@ -438,7 +438,7 @@ def _check_stats(stats: dict[str, dict[str, np.ndarray]], features: dict, camera
 # --------------------------------------------------------------------------- episodes
 
 
-def _v3_episodes(root: Path, info: dict, camera_keys: tuple[str, ...], tasks: list[str]) -> tuple[list[EpisodeRecord], pa.Table]:
+def _v3_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> tuple[list[EpisodeRecord], pa.Table]:
     ep_dir = root / EPISODES_DIR
     files = sorted(ep_dir.glob("chunk-*/file-*.parquet"))
     if not files:
@@ -600,7 +600,7 @@ def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
     tasks = _parse_tasks(root, version)
     episodes_table = None
     if version == "v3.0":
-        episodes, episodes_table = _v3_episodes(root, info, camera_keys, tasks)
+        episodes, episodes_table = _v3_episodes(root, info, camera_keys)
     else:
         episodes = _v21_episodes(root, info, camera_keys)
     episodes.sort(key=lambda e: e.episode_index)
@@ -620,9 +620,9 @@ def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
         info=info,
     )
     stats_path = root / (STATS_JSON if version == "v3.0" else EPISODES_STATS_JSONL)
-    _check_stats(stats, features, camera_keys, stats_path, problems)
     _check_episodes(meta, problems)
     _check_files(meta, problems)
+    _check_stats(stats, features, camera_keys, stats_path, problems)
     return meta
 
 
