@@ -141,3 +141,17 @@ def test_cli_cache_bad_flags(lerobot_fixtures: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--pad needs --size" in result.stderr
     result = run_cli("dataset", "cache", str(tmp_path / "missing"), "--cache-dir", str(tmp_path))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_concurrent_builders_share_one_build(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    import threading
+
+    meta = load_meta(lerobot_fixtures / V21)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        ensure_cache(meta, (24, 32), "resize", tmp_path, num_workers=0, progress=False)[1])) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, True]

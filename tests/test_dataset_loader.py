@@ -183,3 +183,17 @@ def test_split_episodes(lerobot_fixtures: Path) -> None:
     assert len(split_episodes(meta, 0.9)[0]) == 1  # never all episodes in validation
     with pytest.raises(ConfigError):
         split_episodes(meta, 1.0)
+
+
+def test_images_to_float(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    from robotrain.data.dataset import images_to_float
+
+    u8 = LeRobotDataset(lerobot_fixtures / V30, {ACTION: CHUNK}, cache_dir=tmp_path, progress=False,
+                        image_dtype="uint8")
+    f32 = LeRobotDataset(lerobot_fixtures / V30, {ACTION: CHUNK}, cache_dir=tmp_path, progress=False)
+    batch = torch.utils.data.default_collate([u8[3], u8[50]])
+    out = images_to_float(batch, "cpu")
+    ref = torch.utils.data.default_collate([f32[3], f32[50]])
+    assert out[FRONT].dtype == torch.float32 and out[ACTION].dtype == torch.float32
+    torch.testing.assert_close(out[FRONT], ref[FRONT], atol=1e-6, rtol=0)
+    assert out["task"] == ref["task"]

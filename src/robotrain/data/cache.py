@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -279,11 +280,26 @@ def ensure_cache(
     progress: bool = True,
     timestamps: np.ndarray | None = None,
 ) -> tuple[FrameCache, bool]:
-    """The cache for these settings, built if missing. Returns (cache, built_now)."""
+    """The cache for these settings, built if missing. Returns (cache, built_now).
+
+    Processes that ask at the same time (e.g. torchrun ranks) take a file lock, so one
+    builds and the others wait and reuse its cache.
+    """
     found = find_cache(meta, image_size, resize_mode, cache_dir)
     if found is not None:
         return found, False
-    return build_cache(meta, image_size, resize_mode, cache_dir, num_workers, progress, timestamps), True
+    root_dir = resolve_cache_dir(cache_dir)
+    try:
+        root_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(root_dir / f".{cache_key(meta, image_size, resize_mode)}.lock", "a")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"cannot create the cache directory: {exc.strerror}", root_dir) from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        found = find_cache(meta, image_size, resize_mode, cache_dir)
+        if found is not None:
+            return found, False
+        return build_cache(meta, image_size, resize_mode, cache_dir, num_workers, progress, timestamps), True
 
 
 def padded_region(meta: DatasetMeta, key: str, image_size: tuple[int, int]) -> tuple[int, int]:
