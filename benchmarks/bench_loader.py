@@ -1,7 +1,7 @@
 """Loader throughput: per-sample video decoding (LeRobot's way) vs the decode-once cache.
 
 Generates a dataset shaped like a real SO-101 recording (2 cameras 640x480 AV1, GOP 2,
-N episodes x T frames, LeRobot v3.0 layout), then measures samples/s of ACT-style
+N episodes x T frames, LeRobot v3.0, written by robotrain.data.writer.DatasetWriter), then measures samples/s of ACT-style
 samples (2 cameras at 240x320, state, a 100-step action window with action_is_pad)
 through a torch DataLoader (num_workers=2, batch 32, shuffled) for
   (a) per-sample decoding: seek + decode each camera for each sample, resize, and
@@ -17,23 +17,19 @@ Run:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from robotrain.constants import SO101_FPS, SO101_JOINT_NAMES, SO101_ROBOT_TYPE, SO101_TASK
+from robotrain.constants import SO101_FPS, SO101_TASK
 from robotrain.data.cache import build_cache
 from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.format import load_meta
+from robotrain.data.writer import DatasetWriter
 
 CAMERAS = ("observation.images.front", "observation.images.wrist")
 
@@ -51,81 +47,15 @@ def _frame(t: int, h: int, w: int, cam: int) -> np.ndarray:
 
 
 def make_dataset(root: Path, episodes: int, frames: int, h: int, w: int, codec: str = "libsvtav1") -> None:
-    """Write a LeRobot v3.0 dataset (one data file, one concatenated mp4 per camera)."""
-    fps = SO101_FPS
+    """Write a LeRobot v3.0 dataset with robotrain's DatasetWriter (AV1, GOP 2, LeRobot's settings)."""
     rng = np.random.default_rng(0)
-    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
-    (root / "data" / "chunk-000").mkdir(parents=True)
-    n = episodes * frames
-    state = np.cumsum(rng.normal(size=(n, 6)).astype(np.float32), axis=0)
-    action = np.roll(state, -1, axis=0)
-    for cam_i, cam in enumerate(CAMERAS):
-        path = root / "videos" / cam / "chunk-000" / "file-000.mp4"
-        path.parent.mkdir(parents=True)
-        with av.open(str(path), "w") as out:
-            stream = out.add_stream(codec, rate=fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.time_base = Fraction(1, fps)
-            stream.options = {"g": "2", "crf": "30", "preset": "12"} if codec == "libsvtav1" else {"g": "2"}
-            for k in range(n):
-                frame = av.VideoFrame.from_ndarray(_frame(k % frames, h, w, cam_i), format="rgb24")
-                frame.pts = k
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
-    ts = np.tile(np.arange(frames, dtype=np.float32) / fps, episodes)
-    ep_idx = np.repeat(np.arange(episodes), frames)
-    data = pa.table({
-        "action": pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), 6),
-        "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), 6),
-        "timestamp": pa.array(ts),
-        "frame_index": pa.array(np.tile(np.arange(frames), episodes)),
-        "episode_index": pa.array(ep_idx),
-        "index": pa.array(np.arange(n)),
-        "task_index": pa.array(np.zeros(n, dtype=np.int64)),
-    })
-    pq.write_table(data, root / "data" / "chunk-000" / "file-000.parquet")
-    ep_cols: dict[str, list] = {
-        "episode_index": list(range(episodes)), "tasks": [[SO101_TASK]] * episodes,
-        "length": [frames] * episodes, "data/chunk_index": [0] * episodes, "data/file_index": [0] * episodes,
-        "dataset_from_index": [e * frames for e in range(episodes)],
-        "dataset_to_index": [(e + 1) * frames for e in range(episodes)],
-    }
-    for cam in CAMERAS:
-        ep_cols[f"videos/{cam}/chunk_index"] = [0] * episodes
-        ep_cols[f"videos/{cam}/file_index"] = [0] * episodes
-        ep_cols[f"videos/{cam}/from_timestamp"] = [e * frames / fps for e in range(episodes)]
-        ep_cols[f"videos/{cam}/to_timestamp"] = [(e + 1) * frames / fps for e in range(episodes)]
-    pq.write_table(pa.table(ep_cols), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
-    pq.write_table(pa.table({"task_index": [0], "task": [SO101_TASK]}), root / "meta" / "tasks.parquet")
-    vec = {"dtype": "float32", "shape": [6], "names": list(SO101_JOINT_NAMES)}
-    scalar = lambda dt: {"dtype": dt, "shape": [1], "names": None}  # noqa: E731
-    video = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
-             "info": {"video.height": h, "video.width": w, "video.codec": "av1" if "av1" in codec else codec,
-                      "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
-                      "video.channels": 3, "has_audio": False}}
-    info = {
-        "codebase_version": "v3.0", "robot_type": SO101_ROBOT_TYPE, "total_episodes": episodes,
-        "total_frames": n, "total_tasks": 1, "chunks_size": 1000, "data_files_size_in_mb": 100,
-        "video_files_size_in_mb": 500, "fps": fps, "splits": {"train": f"0:{episodes}"},
-        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-        "features": {"action": vec, "observation.state": vec, **{c: video for c in CAMERAS},
-                     "timestamp": scalar("float32"), "frame_index": scalar("int64"),
-                     "episode_index": scalar("int64"), "index": scalar("int64"), "task_index": scalar("int64")},
-    }
-    (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-
-    def vstats(a: np.ndarray) -> dict:
-        return {"min": a.min(0).tolist(), "max": a.max(0).tolist(), "mean": a.mean(0).tolist(),
-                "std": a.std(0).tolist(), "count": [len(a)]}
-
-    img = np.stack([_frame(t, h, w, 0) for t in range(0, frames, 30)]).astype(np.float64) / 255
-    img_stats = {k: np.asarray(v).reshape(3, 1, 1).tolist() for k, v in {
-        "min": img.min((0, 1, 2)), "max": img.max((0, 1, 2)), "mean": img.mean((0, 1, 2)),
-        "std": img.std((0, 1, 2))}.items()}
-    img_stats["count"] = [n]
-    stats = {"action": vstats(action), "observation.state": vstats(state), **{c: img_stats for c in CAMERAS}}
-    (root / "meta" / "stats.json").write_text(json.dumps(stats))
+    with DatasetWriter(root, fps=SO101_FPS, camera_shapes={c: (h, w) for c in CAMERAS}, codec=codec) as writer:
+        for e in range(episodes):
+            state = np.cumsum(rng.normal(size=(frames, 6)), axis=0).astype(np.float32)
+            action = np.roll(state, -1, axis=0)
+            images = {c: np.stack([_frame(e * frames + t, h, w, i) for t in range(frames)])
+                      for i, c in enumerate(CAMERAS)}
+            writer.add_episode(SO101_TASK, state, action, images)
 
 
 def throughput(ds: LeRobotDataset, batches: int, batch_size: int, workers: int) -> float:
