@@ -86,7 +86,7 @@ def test_preset_is_a_function_and_flags_win() -> None:
         (["--steps", "abc"], "--steps"),
         (["--policy.hidden_dim", "1.5"], "--policy.hidden_dim"),
         (["--compile", "maybe"], "--compile"),
-        (["--image-size", "240x"], "--image_size"),
+        (["--image-size", "240x"], "--image-size"),
         (["--steps", "0"], "--steps"),
         (["--val-fraction", "1.5"], "--val-fraction"),
         (["--amp", "fp8"], "--amp"),

@@ -216,7 +216,8 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "", nested: Mapp
             else:
                 kwargs[name] = from_dict(sub, value or {}, prefix=f"{prefix}{name}.", ignore=("type",))
         else:
-            kwargs[name] = convert(value, hints[name], f"--{prefix}{name}")
+            flag = f"--{prefix}{name}" if prefix else f"--{name.replace('_', '-')}"
+            kwargs[name] = convert(value, hints[name], flag)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -277,17 +278,17 @@ def add_dataclass_flags(
     """
     hints = type_hints(cls)
     group = parser.add_argument_group(f"{prefix.rstrip('.') or cls.__name__} settings") if prefix else parser
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name in skip:
-            continue
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+    for f in sorted(fields, key=lambda f: f.name in (nested or {})):  # nested groups listed last
         sub = (nested or {}).get(f.name)
         if sub is not None:
             add_dataclass_flags(parser, sub, prefix=f"{prefix}{f.name}.")
             continue
         dotted = prefix + f.name
         names = [f"--{dotted}"]
-        if "_" in dotted:
-            names.append(f"--{dotted.replace('_', '-')}")
+        if "_" in dotted:  # top-level flags show the dashed form first, dotted ones LeRobot's
+            dashed = f"--{dotted.replace('_', '-')}"
+            names = [dashed, *names] if not prefix else [*names, dashed]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
         )
