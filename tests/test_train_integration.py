@@ -23,6 +23,18 @@ TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedfor
             "--policy.n_action_steps", "5", "--image-size", "32x32"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting otherwise
+    multiplies the run time when other processes hold the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBOTRAIN_CACHE_DIR", str(tmp_path / "cache"))
@@ -52,17 +64,20 @@ def test_cli_train_then_eval_on_fixture(tmp_path, lerobot_fixtures, cache_dir) -
 
 @pytest.mark.slow
 def test_act_overfits_a_tiny_dataset(tmp_path, lerobot_fixtures, cache_dir) -> None:
+    # One episode (41 frames), no VAE (its KL term would make a 10x drop trivial), cosine
+    # decay so the last steps settle; the L1 itself must fall 10x.
     config = parse_train_config(
-        ["--dataset", str(lerobot_fixtures / "so101_fixture_v30"), *TINY_ACT, "--policy.dropout", "0",
-         "--policy.optimizer_lr", "3e-4", "--policy.optimizer_lr_backbone", "3e-4", "--episodes", "0",
-         "--steps", "80", "--batch-size", "8", "--num-workers", "0", "--log-freq", "1", "--save-freq", "0",
-         "--eval-freq", "0", "--val-fraction", "0", "--output-dir", str(tmp_path / "run")])
+        ["--dataset", str(lerobot_fixtures / "so101_fixture_v30"), *TINY_ACT, "--policy.dim_model", "64",
+         "--policy.dim_feedforward", "128", "--policy.dropout", "0", "--policy.use_vae", "false",
+         "--policy.optimizer_lr", "3e-4", "--policy.optimizer_lr_backbone", "3e-4", "--policy.scheduler", "cosine",
+         "--policy.scheduler_warmup_steps", "10", "--policy.scheduler_decay_steps", "150",
+         "--policy.scheduler_decay_lr", "1e-5", "--episodes", "0", "--steps", "150", "--batch-size", "8",
+         "--num-workers", "0", "--log-freq", "1", "--save-freq", "0", "--eval-freq", "0", "--val-fraction", "0",
+         "--output-dir", str(tmp_path / "run")])
     run_dir = train(config)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    first, last = records[0], records[-10:]
-    mean = lambda key: sum(r[key] for r in last) / len(last)  # noqa: E731
-    assert mean("train/loss") < first["train/loss"] / 10, [r["train/loss"] for r in records]
-    assert mean("train/l1_loss") < first["train/l1_loss"] / 2, [r["train/l1_loss"] for r in records]
+    last = sum(r["train/loss"] for r in records[-10:]) / 10
+    assert last < records[0]["train/loss"] / 10, [round(r["train/loss"], 3) for r in records]
 
 
 def test_cli_help_lists_dotted_policy_flags() -> None:
