@@ -17,6 +17,9 @@ from robotrain.data.writer import DatasetWriter, WriterInputError
 from robotrain.errors import DatasetError
 
 CAMS = {"observation.images.front": (48, 64), "observation.images.wrist": (48, 64)}
+# LeRobot's codec is AV1 (SVT-AV1); a PyAV build without it makes the writer fall back to H.264.
+HAS_SVTAV1 = writer_mod.probe_encoder("libsvtav1", 48, 64, writer_mod.encoder_options("libsvtav1", None, 2, 12)) is None
+DEFAULT_CODEC = "av1" if HAS_SVTAV1 else "h264"
 TASKS = ["Pick up the cube and place it in the bowl", "Push the cube to the left"]
 
 
@@ -96,7 +99,7 @@ def test_info_and_stats_match_lerobot(dataset, lerobot_fixtures):
         assert list(mine) == list(ft) and mine["dtype"] == ft["dtype"] and mine["names"] == ft["names"]
         if ft["dtype"] == "video":
             assert list(mine["info"]) == list(ft["info"])
-            assert mine["shape"] == [*CAMS[key], 3] and mine["info"]["video.codec"] == "av1"
+            assert mine["shape"] == [*CAMS[key], 3] and mine["info"]["video.codec"] == DEFAULT_CODEC
         else:
             assert mine["shape"] == ft["shape"]
     assert ours["total_episodes"] == 3 and ours["total_frames"] == 60 and ours["total_tasks"] == 2
@@ -260,7 +263,12 @@ def test_existing_root_and_empty_dataset_refused(tmp_path):
 
 
 def test_h264_and_no_camera_datasets(tmp_path):
-    write_dataset(tmp_path / "h264", lengths=(5, 6), codec="libx264")
+    episodes = write_dataset(tmp_path / "h264", lengths=(5, 6), codec="libx264")
+    rows = read_episodes_meta(tmp_path / "h264")
+    ts_by_ep = [np.arange(n) / 30 for n in (5, 6)]
+    errs = [np.abs(rgb.astype(int) - episodes[ep][2]["observation.images.front"][i].astype(int)).mean()
+            for ep, i, rgb in frames_at_timestamps(tmp_path / "h264", "observation.images.front", rows, ts_by_ep)]
+    assert len(errs) == 11 and np.mean(errs) < 8.0
     info = json.loads((tmp_path / "h264/meta/info.json").read_text())
     assert info["features"]["observation.images.front"]["info"]["video.codec"] == "h264"
     with av.open(str(tmp_path / "h264/videos/observation.images.front/chunk-000/file-000.mp4")) as c:
@@ -268,6 +276,15 @@ def test_h264_and_no_camera_datasets(tmp_path):
     write_dataset(tmp_path / "nocam", lengths=(5,), cams={})
     info = json.loads((tmp_path / "nocam/meta/info.json").read_text())
     assert info["video_path"] is None and not (tmp_path / "nocam/videos").exists()
+
+
+def test_overwrite_replaces_only_on_finalize(tmp_path):
+    write_dataset(tmp_path / "ds", lengths=(4,))
+    with DatasetWriter(tmp_path / "ds", camera_shapes=CAMS, overwrite=True) as w:
+        w.add_episode(TASKS[1], *make_episode(7, 1))
+        assert json.loads((tmp_path / "ds/meta/info.json").read_text())["total_frames"] == 4
+    assert json.loads((tmp_path / "ds/meta/info.json").read_text())["total_frames"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
 def test_av1_falls_back_to_h264(tmp_path, monkeypatch):

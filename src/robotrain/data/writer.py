@@ -397,7 +397,10 @@ class ParquetSink(RollingFile):
 
 def encoder_options(encoder: str, crf: int | None, gop: int, preset: int) -> dict[str, str]:
     opts = {"g": str(gop), "crf": str(crf if crf is not None else DEFAULT_CRF[encoder])}
-    opts["preset"] = str(preset) if encoder == "libsvtav1" else "veryfast"
+    if encoder == "libsvtav1":
+        opts["preset"] = str(preset)
+    else:  # no B-frames: pts == dts, so clips join and seek like the AV1 ones
+        opts.update(preset="veryfast", bf="0")
     return opts
 
 
