@@ -298,6 +298,17 @@ class VideoRemuxSink(w.RollingFile):
         super().close()
 
 
+def _video_feature_entry(old: dict[str, Any], height: int, width: int, fps: int, codec: str,
+                         pix_fmt: str) -> dict[str, Any]:
+    """LeRobot's v3.0 video feature entry, describing the files actually written; other
+    keys of the source's `info` (or v2.0's `video_info`) are kept."""
+    entry = w.video_feature(height, width, fps, codec)
+    source_info = old.get("info") or old.get("video_info") or {}
+    entry["info"].update({k: v for k, v in source_info.items() if k not in entry["info"]})
+    entry["info"]["video.pix_fmt"] = pix_fmt
+    return entry
+
+
 def _decode_clip(path: Path) -> Iterator[np.ndarray]:
     """(H, W, 3) uint8 frames of a clip, in presentation order."""
     with av.open(str(path)) as c:
@@ -442,6 +453,9 @@ def _read_episode_table(source: _Source, ep: int, schema: pa.Schema) -> pa.Table
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise DatasetError(f"columns {missing} listed in info.json features are missing", path)
+    extra = [n for n in table.column_names if n not in schema.names]
+    if extra and ep == 0:
+        logger.warning("%s: columns %s are not in info.json features; they are left out", path, extra)
     if table.num_rows == 0:
         raise DatasetError(f"episode {ep} has no frames", path)
     episode_col = table.column(EPISODE_INDEX).to_numpy()
@@ -469,8 +483,7 @@ def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.Episode
     checks: list[_FrameCheck] = []
     if blocker is None:
         sink: Any = VideoRemuxSink(tmp, key, fps, limit_bytes, chunks)
-        features[key]["info"] = {**features[key].get("info", {}), "video.codec": clips[0].codec,
-                                 "video.pix_fmt": clips[0].pix_fmt}
+        codec_name, pix_fmt = clips[0].codec, clips[0].pix_fmt or w.PIX_FMT
         report.video_mode[key] = "stream-copy"
     else:
         encoder, codec_name = w.CODECS[codec]
@@ -480,9 +493,9 @@ def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.Episode
             options = w.encoder_options(encoder, None, w.DEFAULT_GOP, w.DEFAULT_SVT_PRESET)
         sink = w.VideoEncoderSink(tmp, key, clips[0].height, clips[0].width, fps, encoder, options,
                                   limit_bytes, chunks)
-        features[key]["info"] = {**features[key].get("info", {}), "video.codec": codec_name, "video.pix_fmt": w.PIX_FMT}
+        pix_fmt = w.PIX_FMT
         report.video_mode[key] = f"re-encode ({blocker})"
-    features[key]["shape"] = [clips[0].height, clips[0].width, 3]
+    features[key] = _video_feature_entry(features[key], clips[0].height, clips[0].width, fps, codec_name, pix_fmt)
     try:
         for clip, rec in zip(clips, records):
             ep = rec.episode_index
