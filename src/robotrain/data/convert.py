@@ -475,6 +475,10 @@ def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.Episode
     image stats; returns the source fingerprints of the frames to verify."""
     fps = int(source.info["fps"])
     clips = [_probe_clip(source.video_path(key, r.episode_index)) for r in records]
+    sizes = {(c.height, c.width) for c in clips}
+    if len(sizes) > 1:
+        raise DatasetError(f"{key}: episodes have different frame sizes {sorted(sizes)}; LeRobot needs one",
+                           source.root / "videos")
     blocker = "stream copy disabled" if not stream_copy else _copy_blocker(clips, fps)
     for clip, rec in zip(clips, records):
         if clip.num_frames != rec.length:
