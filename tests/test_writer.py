@@ -28,8 +28,8 @@ def synthetic_frames(T: int, h: int, w: int, seed: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     out = np.empty((T, h, w, 3), np.uint8)
     for t in range(T):
-        out[t, ..., 0] = (xx * 255 // max(w - 1, 1) + 3 * t + seed * 40) % 256
-        out[t, ..., 1] = (yy * 255 // max(h - 1, 1) + 5 * t) % 256
+        out[t, ..., 0] = np.clip(xx * 160 // max(w - 1, 1) + 2 * t + seed * 9, 0, 255)
+        out[t, ..., 1] = np.clip(yy * 160 // max(h - 1, 1) + 3 * t, 0, 255)
         out[t, ..., 2] = (seed * 60 + t) % 256
         x0 = (2 * t) % max(w - 12, 1)
         out[t, 10:22, x0:x0 + 12] = 255
@@ -349,3 +349,24 @@ def test_bad_writer_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         DatasetWriter(tmp_path / "ds", **kwargs)
     assert not (tmp_path / "ds").exists()
+
+
+def test_killed_recording_never_looks_complete(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, numpy as np
+        from robotrain.data.writer import DatasetWriter
+        w = DatasetWriter({str(tmp_path / 'ds')!r}, camera_shapes={{'observation.images.front': (48, 64)}})
+        w.add_episode('t', np.zeros((5, 6), np.float32), np.zeros((5, 6), np.float32),
+                      {{'observation.images.front': np.zeros((5, 48, 64, 3), np.uint8)}})
+        os._exit(1)  # killed before finalize()
+    """)
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(src), "PATH": ""}, timeout=120)
+    assert proc.returncode == 1
+    assert not (tmp_path / "ds").exists()
+    leftovers = list(tmp_path.iterdir())
+    assert all(p.name.startswith(".ds.tmp-") and not (p / "meta/info.json").exists() for p in leftovers)
