@@ -717,7 +717,7 @@ class DatasetWriter:
             for t in range(length):
                 sink.add_frame(frames[t])
             videos[key] = (chunk, file, from_ts, from_ts + length / self.fps)
-            ep_stats[key] = stats_lib.compute_image_stats(frames[sample], num_frames=length)
+            ep_stats[key] = stats_lib.compute_image_stats((frames[i] for i in sample), num_frames=length)
 
         data_chunk, data_file = self._data.write_episode(columns_to_table(columns, self._schema))
         self._records.append(EpisodeRecord(
