@@ -370,3 +370,78 @@ def test_killed_recording_never_looks_complete(tmp_path):
     assert not (tmp_path / "ds").exists()
     leftovers = list(tmp_path.iterdir())
     assert all(p.name.startswith(".ds.tmp-") and not (p / "meta/info.json").exists() for p in leftovers)
+
+
+# --- frame by frame ---------------------------------------------------------------------
+def test_frame_by_frame_equals_whole_episode(tmp_path):
+    state, action, images = make_episode(9, 0)
+    with DatasetWriter(tmp_path / "a", camera_shapes=CAMS) as w:
+        w.add_episode(TASKS[0], state, action, images)
+    with DatasetWriter(tmp_path / "b", camera_shapes=CAMS) as w:
+        with w.begin_episode(TASKS[0]) as ep:
+            for t in range(9):
+                ep.add_frame(state[t], action[t], {k: v[t] for k, v in images.items()})
+            assert ep.num_frames == 9
+    for rel in FILES:
+        assert pq.read_table(tmp_path / "a" / rel).equals(pq.read_table(tmp_path / "b" / rel))
+    for key in CAMS:
+        a, b = (decode_video(tmp_path / d / f"videos/{key}/chunk-000/file-000.mp4") for d in "ab")
+        assert all(np.array_equal(x[1], y[1]) and x[0] == y[0] for x, y in zip(a, b)) and len(a) == 9
+
+
+def test_discarded_episode_leaves_no_trace(tmp_path):
+    root = tmp_path / "ds"
+    state, action, images = make_episode(6, 0)
+    with DatasetWriter(root, camera_shapes=CAMS) as w:
+        ep = w.begin_episode("dropped")
+        ep.add_frame(state[0], action[0], {k: v[0] for k, v in images.items()})
+        with pytest.raises(DatasetError, match="still open"):
+            w.begin_episode("another")
+        ep.discard()
+        with pytest.raises(RuntimeError):
+            with w.begin_episode("dropped too") as ep2:
+                ep2.add_frame(state[0], action[0], {k: v[0] for k, v in images.items()})
+                raise RuntimeError("robot fell over")
+        assert w.add_episode(TASKS[1], state, action, images) == 0
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["total_episodes"] == 1 and info["total_frames"] == 6 and info["total_tasks"] == 1
+    assert pq.read_table(root / "meta/tasks.parquet").to_pydict()["__index_level_0__"] == [TASKS[1]]
+    assert not (root / writer_mod.CLIPS_DIR).exists()
+    assert len(decode_video(root / "videos/observation.images.front/chunk-000/file-000.mp4")) == 6
+
+
+def test_frame_by_frame_bad_input(tmp_path):
+    state, action, images = make_episode(3, 0)
+    frame = {k: v[0] for k, v in images.items()}
+    with DatasetWriter(tmp_path / "ds", camera_shapes=CAMS) as w:
+        ep = w.begin_episode(TASKS[0])
+        with pytest.raises(WriterInputError, match="no frames"):
+            ep.save()
+        with pytest.raises(WriterInputError, match="state"):
+            ep.add_frame(state[:2], action[0], frame)
+        with pytest.raises(WriterInputError, match="action"):
+            ep.add_frame(state[0], action[0, :5], frame)
+        with pytest.raises(WriterInputError, match="wrist"):
+            ep.add_frame(state[0], action[0], {**frame, "observation.images.wrist": frame["observation.images.wrist"][:8]})
+        with pytest.raises(WriterInputError, match="images"):
+            ep.add_frame(state[0], action[0], {})
+        with pytest.raises(DatasetError, match="still open"):
+            w.finalize()
+        ep.add_frame(state[0], action[0], frame)
+        assert ep.save() == 0
+        with pytest.raises(DatasetError, match="already saved"):
+            ep.add_frame(state[0], action[0], frame)
+    assert json.loads((tmp_path / "ds/meta/info.json").read_text())["total_frames"] == 1
+
+
+def test_video_files_respect_the_size_limit(tmp_path):
+    cams = {"observation.images.front": (48, 64)}
+    probe = tmp_path / "probe"
+    write_dataset(probe, lengths=(10,), cams=cams)
+    clip_bytes = (probe / "videos/observation.images.front/chunk-000/file-000.mp4").stat().st_size
+    limit_mb = 3.5 * clip_bytes / 1024**2
+    write_dataset(tmp_path / "ds", lengths=(10,) * 8, cams=cams, video_files_size_in_mb=limit_mb)
+    files = sorted((tmp_path / "ds/videos/observation.images.front").glob("chunk-*/file-*.mp4"))
+    assert len(files) >= 2
+    # packets are counted exactly; the mp4 header/index adds a little on top
+    assert all(f.stat().st_size <= limit_mb * 1024**2 + 2048 for f in files), [f.stat().st_size for f in files]
