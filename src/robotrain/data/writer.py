@@ -11,9 +11,11 @@ root/videos/<camera>/chunk-000/file-000.mp4      episodes concatenated, continuo
 ```
 The whole dataset is built in a hidden temporary sibling directory and renamed to `root`
 in `finalize()`, so a killed recording never leaves a dataset that looks complete.
-Frames are encoded as they arrive (one open encoder per camera), so memory stays at the
-caller's episode arrays plus one frame; a frame of episode e is at
-`from_timestamp[e] + timestamp` in its video file.
+Frames are encoded as they arrive into one clip per episode and camera (memory: one frame
+plus the encoder); `save()` joins the clip to the camera's current file by stream copy
+(robotrain.data.mp4), so an episode can be discarded until then and the file-size limit is
+exact. A frame of episode e is at `from_timestamp[e] + timestamp` in its video file.
+Episodes come whole (`add_episode`) or frame by frame (`begin_episode` -> EpisodeRecorder).
 
 Example (run from the repository root):
     PYTHONPATH=src python -c "
