@@ -197,6 +197,15 @@ def _decode_clip(path: Path) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
+def _source_frames(clip: mp4.Clip, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Frames `indices` of a constant-frame-rate clip, each found by seeking."""
+    with av.open(str(clip.path)) as c:
+        stream = c.streams.video[0]
+        for i in indices:
+            query = float((clip.first_pts + i * (clip.step or 0)) * clip.time_base)
+            yield i, _decode_at(c, stream, query, clip.path)
+
+
 def _check_indices(n: int, k: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, k).round()}) if n and k else []
 
@@ -395,15 +404,17 @@ def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.Episode
             if blocker is not None:
                 encoder_clip = mp4.ClipEncoder(tmp / w.CLIPS_DIR / f"{key}.episode_{ep:06d}.mp4", height, width,
                                                fps, encoder, options)
-            for i, rgb in enumerate(_decode_clip(clip.path)):
-                if encoder_clip is not None:
-                    encoder_clip.add_frame(rgb)
-                if image_stats == "recompute" and i % image_stats_every == 0:
-                    acc.add(rgb)
-                if i in want:
-                    checks.append(_FrameCheck(ep, i, *_fingerprint(rgb)))
-                if encoder_clip is None and image_stats == "copy" and i >= max(want, default=-1):
-                    break  # nothing more to look at in this clip
+            if encoder_clip is None and image_stats == "copy":
+                # Pure stream copy: seek to the few frames to check (GOP 2 makes it cheap).
+                checks += [_FrameCheck(ep, i, *_fingerprint(rgb)) for i, rgb in _source_frames(clip, sorted(want))]
+            else:
+                for i, rgb in enumerate(_decode_clip(clip.path)):
+                    if encoder_clip is not None:
+                        encoder_clip.add_frame(rgb)
+                    if image_stats == "recompute" and i % image_stats_every == 0:
+                        acc.add(rgb)
+                    if i in want:
+                        checks.append(_FrameCheck(ep, i, *_fingerprint(rgb)))
             if encoder_clip is not None:
                 encoder_clip.close()
                 rec.videos[key] = joiner.add_clip(mp4.probe_clip(encoder_clip.path))
