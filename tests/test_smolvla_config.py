@@ -44,6 +44,8 @@ def test_lerobot_dict_round_trip() -> None:
     assert data["optimizer_betas"] == [0.9, 0.95] and data["resize_imgs_with_padding"] == [512, 512]
     back = SmolVLAConfig.from_lerobot_dict(data, vlm="tiny", gradient_checkpointing=True)
     assert back == cfg
+    with pytest.raises(ConfigError, match="adapt_to_pi_aloha"):
+        SmolVLAConfig.from_lerobot_dict({**data, "adapt_to_pi_aloha": True})
     with pytest.raises(ConfigError, match="'act' policy"):
         SmolVLAConfig.from_lerobot_dict({"type": "act"})
 

@@ -73,7 +73,8 @@ def test_forward_backward_trains_expert_only(snapshot: Path) -> None:
 
 
 def test_unfrozen_vlm_gets_gradients(snapshot: Path) -> None:
-    policy = make_policy(snapshot, train_expert_only=False, freeze_vision_encoder=False)
+    policy = make_policy(snapshot, train_expert_only=False, freeze_vision_encoder=False, gradient_checkpointing=True)
+    policy.train()
     loss, _ = policy(batch(chunk=CHUNK))
     loss.backward()
     vision = policy.model.vlm_with_expert.vlm.model.vision_model

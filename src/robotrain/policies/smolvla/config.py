@@ -35,6 +35,8 @@ PAD_LANGUAGE_MODES = ("longest", "max_length")
 
 # Fields of our config that LeRobot's config.json does not have.
 _OURS = ("vlm", "pretrained", "gradient_checkpointing", "scheduler")
+# LeRobot SmolVLA options for ALOHA / real-time chunking that we do not implement.
+_UNSUPPORTED_IF_SET = ("adapt_to_pi_aloha", "use_delta_joint_actions_aloha", "rtc_config")
 # Fields every LeRobot PreTrainedConfig writes, with the values we write (informational only).
 _LEROBOT_BASE_FIELDS: dict[str, Any] = {
     "device": "cpu",
@@ -178,6 +180,9 @@ class SmolVLAConfig(PolicyConfig):
             raise ConfigError(f"config.json describes a {data.get('type')!r} policy, not 'smolvla'")
         names = {f.name for f in dataclasses.fields(cls)} - set(_OURS)
         kwargs = {k: v for k, v in data.items() if k in names}
+        unsupported = [k for k in _UNSUPPORTED_IF_SET if data.get(k)]
+        if unsupported:
+            raise ConfigError(f"config.json enables LeRobot options robotrain does not implement: {unsupported}")
         ignored = sorted(set(data) - names - {"type", "input_features", "output_features"} - set(_LEROBOT_BASE_FIELDS))
         if ignored:
             logger.info("ignoring LeRobot SmolVLA config fields without effect here: %s", ignored)

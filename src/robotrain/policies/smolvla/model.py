@@ -87,6 +87,10 @@ class SmolVLAPolicy(Policy):
         with torch.device(device) if device is not None else _Null():
             self.model = VLAFlowMatching(config, vlm)
         self.model.vlm_with_expert.gradient_checkpointing = config.gradient_checkpointing
+        if config.gradient_checkpointing and not config.freeze_vision_encoder:
+            vision = vlm.model.vision_model  # transformers >= 5.2x renamed the method
+            enable = getattr(vision, "activation_checkpointing_enable", None) or vision.gradient_checkpointing_enable
+            enable({"use_reentrant": False})
         modes = {OBS_STATE: config.normalization_mapping["STATE"], ACTION: config.normalization_mapping["ACTION"]}
         modes.update({key: config.normalization_mapping["VISUAL"] for key in features.camera_keys})
         self.normalizer = Normalizer(stats, modes) if device != "meta" else Normalizer({}, {})
