@@ -36,7 +36,9 @@ PAD_LANGUAGE_MODES = ("longest", "max_length")
 # Fields of our config that LeRobot's config.json does not have.
 _OURS = ("vlm", "pretrained", "gradient_checkpointing", "scheduler")
 # LeRobot SmolVLA options for ALOHA / real-time chunking that we do not implement.
-_UNSUPPORTED_IF_SET = ("adapt_to_pi_aloha", "use_delta_joint_actions_aloha", "rtc_config")
+_UNSUPPORTED_IF_SET = (
+    "adapt_to_pi_aloha", "use_delta_joint_actions_aloha", "rtc_config", "fine_tune_vision_encoder"
+)
 # Fields every LeRobot PreTrainedConfig writes, with the values we write (informational only).
 _LEROBOT_BASE_FIELDS: dict[str, Any] = {
     "device": "cpu",
