@@ -245,8 +245,10 @@ class SmolVLAPolicy(Policy):
     ) -> tuple[Tensor, dict[str, float]]:
         """Flow-matching loss: MSE(v, noise - action) over real steps and real action dims.
 
-        LeRobot averages over all 32 padded dims and zeroed padded steps too; ours is the
-        mean over what exists, so it does not shrink with the padding (ratio action_dim/32)."""
+        LeRobot averages over all 32 zero-padded action dims and over padded steps too (the
+        source we read even looks the mask up under a misspelt key, `actions_id_pad`, so
+        padded steps count in full); ours is the mean over what exists, so it does not
+        shrink with the padding: LeRobot's logged loss is about ours x action_dim / 32."""
         images, img_masks, tokens, lang_mask, state, batch = self._prepare(batch)
         actions = ensure_tensor(batch[ACTION], ACTION).float()  # (B, S, A) normalised
         if actions.shape[1] != self.config.chunk_size:
