@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -222,16 +223,8 @@ def build_vlm(vlm_dict: dict[str, Any], num_layers: int, device: torch.device | 
     vlm_config._attn_implementation = "sdpa"
     vlm_config.vision_config._attn_implementation = "sdpa"
     vlm_config.text_config._attn_implementation = "sdpa"
-    with torch.device(device) if device is not None else _nullcontext():
+    with torch.device(device) if device is not None else nullcontext():
         return SmolVLMForConditionalGeneration(vlm_config)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def _safetensors_files(snapshot: Path) -> list[Path]:
@@ -290,12 +283,12 @@ def load_vlm_weights(vlm: torch.nn.Module, snapshot: Path) -> None:
         missing = []
     if missing or unexpected:
         raise CheckpointError(
-            f"snapshot weights do not match SmolVLM: missing {_short(missing)}, unexpected {_short(unexpected)}",
+            f"snapshot weights do not match SmolVLM: missing {short_list(missing)}, unexpected {short_list(unexpected)}",
             snapshot,
         )
 
 
-def _short(keys: Sequence[str], n: int = 8) -> str:
+def short_list(keys: Sequence[str], n: int = 8) -> str:
     keys = list(keys)
     return "[]" if not keys else f"{len(keys)} ({', '.join(keys[:n])}{', ...' if len(keys) > n else ''})"
 

@@ -20,6 +20,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ class SmolVLAPolicy(Policy):
             backbone.load_vlm_weights(vlm, snapshot)
         self._check_image_size(vlm)
         self.tokenizer = backbone.load_tokenizer(snapshot, vlm.config.text_config.vocab_size)
-        with torch.device(device) if device is not None else _Null():
+        with torch.device(device) if device is not None else nullcontext():
             self.model = VLAFlowMatching(config, vlm)
         self.model.vlm_with_expert.gradient_checkpointing = config.gradient_checkpointing
         if config.gradient_checkpointing and not config.freeze_vision_encoder:
@@ -182,13 +183,13 @@ class SmolVLAPolicy(Policy):
         missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
         if missing or unexpected:
             raise CheckpointError(
-                f"weights do not match SmolVLA: missing {backbone._short(missing)}, "
-                f"unexpected {backbone._short(unexpected)}",
+                f"weights do not match SmolVLA: missing {backbone.short_list(missing)}, "
+                f"unexpected {backbone.short_list(unexpected)}",
                 path,
             )
         bad = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if tensors[k].shape != v.shape]
         if bad:
-            raise CheckpointError(f"shape mismatch: {backbone._short(bad)}", path)
+            raise CheckpointError(f"shape mismatch: {backbone.short_list(bad)}", path)
         with torch.no_grad():
             for key, value in own.items():
                 value.copy_(tensors[key].to(value.dtype))
@@ -293,11 +294,3 @@ class SmolVLAPolicy(Policy):
 
     def reset(self) -> None:
         self._queue: deque[Tensor] = deque()
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
