@@ -83,6 +83,11 @@ class SmolVLAPolicy(Policy):
             if snapshot is None:
                 raise ConfigError(f"load_vlm_weights needs --policy.vlm to be a snapshot directory, not {config.vlm!r}")
             backbone.load_vlm_weights(vlm, snapshot)
+        if snapshot is not None and not config.load_vlm_weights and not config.pretrained and device != "meta":
+            logger.warning(
+                "SmolVLA: the VLM from %s has RANDOM weights (load_vlm_weights=False and no --policy.pretrained); "
+                "with a frozen VLM that trains only the expert on noise features", snapshot,
+            )
         self._check_image_size(vlm)
         self.tokenizer = backbone.load_tokenizer(snapshot, vlm.config.text_config.vocab_size)
         with torch.device(device) if device is not None else nullcontext():
