@@ -247,3 +247,16 @@ def test_failure_midway_leaves_nothing(tmp_path, lerobot_fixtures):
     with pytest.raises(DatasetError, match="episode_000002.mp4"):
         convert_v21_to_v30(src, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v21"]  # no output, no temp dir
+
+
+def test_cli_convert_fixture_then_refuses_existing_out(lerobot_fixtures, tmp_path) -> None:
+    from conftest import run_cli
+
+    out = tmp_path / "v30"
+    done = run_cli("dataset", "convert", str(lerobot_fixtures / "so101_fixture_v21"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "stream-copy" in done.stdout
+    assert run_cli("dataset", "validate", str(out)).returncode == 0
+    again = run_cli("dataset", "convert", str(lerobot_fixtures / "so101_fixture_v21"), "--out", str(out))
+    assert again.returncode != 0
+    assert again.stderr.count("\n") == 1 and "already exists" in again.stderr

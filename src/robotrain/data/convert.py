@@ -291,7 +291,7 @@ def convert_v21_to_v30(
         w.write_meta(tmp, info, records, source.tasks, dataset_stats)
         _verify(source, tmp, schema, records, checks, report)
     report.seconds = time.perf_counter() - t0
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())
     return report
 
 
