@@ -27,12 +27,16 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+import logging  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
@@ -44,6 +48,7 @@ from robotrain.errors import ConfigError, SimulationError  # noqa: E402
 from robotrain.sim import scene  # noqa: E402
 
 ENV_ID = "robotrain/SO101PickPlace-v0"
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO chatter on import
 EPISODE_STEPS = 300  # 10 s at 30 Hz
 GRIPPER_MAX = 100.0
 
@@ -55,6 +60,17 @@ HOME_NOISE_DEG = 3.0
 # Success thresholds.
 SUCCESS_MAX_SPEED = 0.05  # m/s: the cube is resting
 SUCCESS_MAX_Z = scene.BOWL_BASE_THICKNESS + 1.8 * scene.CUBE_HALF  # centre low in the bowl
+
+
+# Close GL contexts before interpreter teardown: a Renderer collected after EGL is gone
+# prints a spurious EGLError.
+_LIVE_ENVS: "weakref.WeakSet[SO101PickPlaceEnv]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_envs() -> None:
+    for env in list(_LIVE_ENVS):
+        env.close()
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -124,6 +140,7 @@ class SO101PickPlaceEnv(gym.Env):
 
         self._renderer: mujoco.Renderer | None = None
         self._step = 0
+        _LIVE_ENVS.add(self)
 
     # --- unit conversion ----------------------------------------------------------
     def to_env_units(self, q: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ARM_DOFS = 5  # shoulder_pan .. wrist_roll; the gripper is commanded directly
 CLOSED_PAD_GAP = 2 * scene.CUBE_HALF  # jaw gap when holding the cube
 FIXED_JAW_CLEARANCE = 0.006  # m: aim this far off-centre, towards the moving jaw
+GRASP_CLOSED_WAYPOINT = 5  # index in the plan: the jaws have closed on the cube
 
 
 class IKSolver:
@@ -183,6 +184,10 @@ class ScriptedExpert:
         self._amp = rng.uniform(0.0, 0.0008, size=(3, 4))
         self._g_noise = rng.uniform(-1.0, 1.0)
         self.t = 0.0
+
+    def waypoint_time(self, index: int) -> float:
+        """Plan time (s) at which waypoint `index` is reached."""
+        return float(self._starts[index])
 
     def target(self, t: float) -> tuple[np.ndarray, float, float]:
         """(grasp point, gripper units, yaw) at plan time t."""

@@ -164,6 +164,8 @@ def _decimate_visual_meshes(spec: mujoco.MjSpec, mesh_dir: Path, cell: float) ->
 
 def _add_table_and_lights(spec: mujoco.MjSpec) -> None:
     world = spec.worldbody
+    spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+                     width=32, height=256, rgb1=[0.75, 0.8, 0.85], rgb2=[0.35, 0.4, 0.45])
     tex = spec.add_texture(name="wood", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
                            width=256, height=256, rgb1=[0.62, 0.50, 0.38], rgb2=[0.58, 0.46, 0.35])
     mat = spec.add_material(name="table", texrepeat=[6, 6], texuniform=True, reflectance=0.0)
@@ -203,8 +205,8 @@ def _add_bowl(spec: mujoco.MjSpec) -> None:
 
 
 def _add_cameras(spec: mujoco.MjSpec) -> None:
-    pos = np.array([0.62, -0.30, 0.42])
-    spec.worldbody.add_camera(name="front", pos=pos, quat=_look_at_quat(pos, np.array([0.20, 0.06, 0.04])), fovy=50)
+    pos = np.array([0.56, -0.26, 0.40])
+    spec.worldbody.add_camera(name="front", pos=pos, quat=_look_at_quat(pos, np.array([0.14, 0.05, 0.07])), fovy=50)
     # Wrist camera on the gripper body (fixed-jaw side, behind the jaws), looking along the
     # fingers (the body's -z axis) with the fingertips in view, like the real wrist mount.
     gripper = spec.body(GRIPPER_BODY)
