@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import os
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-
-import logging  # noqa: E402
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO chatter when mujoco loads EGL
 
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
@@ -48,7 +48,6 @@ from robotrain.errors import ConfigError, SimulationError  # noqa: E402
 from robotrain.sim import scene  # noqa: E402
 
 ENV_ID = "robotrain/SO101PickPlace-v0"
-logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO chatter on import
 EPISODE_STEPS = 300  # 10 s at 30 Hz
 GRIPPER_MAX = 100.0
 
@@ -62,15 +61,19 @@ SUCCESS_MAX_SPEED = 0.05  # m/s: the cube is resting
 SUCCESS_MAX_Z = scene.BOWL_BASE_THICKNESS + 1.8 * scene.CUBE_HALF  # centre low in the bowl
 
 
-# Close GL contexts before interpreter teardown: a Renderer collected after EGL is gone
-# prints a spurious EGLError.
+# Close GL contexts before interpreter teardown: a Renderer freed after MuJoCo's atexit
+# eglTerminate prints a spurious EGLError. Our hook is registered after the first
+# context exists, so (atexit runs last-in first-out) it runs before eglTerminate.
 _LIVE_ENVS: "weakref.WeakSet[SO101PickPlaceEnv]" = weakref.WeakSet()
+_EXIT_HOOK_REGISTERED = False
 
 
-@atexit.register
 def _close_live_envs() -> None:
     for env in list(_LIVE_ENVS):
-        env.close()
+        try:
+            env.close()
+        except Exception:  # teardown: nothing useful left to do
+            pass
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -102,10 +105,10 @@ class SO101PickPlaceEnv(gym.Env):
         height, width = (int(v) for v in image_size)
         if height < 16 or width < 16:
             raise ConfigError(f"image_size must be at least 16x16, got {height}x{width}")
-        cameras = tuple(cameras) if render else ()
         unknown = [c for c in cameras if c not in scene.CAMERAS]
         if unknown:
             raise ConfigError(f"unknown camera(s) {unknown}; choose from {list(scene.CAMERAS)}")
+        cameras = tuple(cameras) if render else ()
         if max_episode_steps < 1:
             raise ConfigError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         self.height, self.width = height, width
@@ -217,6 +220,10 @@ class SO101PickPlaceEnv(gym.Env):
                 self._renderer = mujoco.Renderer(self.model, self.height, self.width)
             except Exception as exc:
                 raise SimulationError(f"cannot create an offscreen GL context (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {exc}") from exc
+            global _EXIT_HOOK_REGISTERED
+            if not _EXIT_HOOK_REGISTERED:
+                atexit.register(_close_live_envs)
+                _EXIT_HOOK_REGISTERED = True
         self._renderer.update_scene(self.data, camera=camera)
         return self._renderer.render()
 
@@ -247,7 +254,7 @@ class SO101PickPlaceEnv(gym.Env):
         bowl = self.bowl_pos()
         dist = float(np.linalg.norm(cube[:2] - bowl[:2]))
         speed = float(np.linalg.norm(self.data.qvel[self._cube_dof : self._cube_dof + 3]))
-        in_bowl = dist < scene.BOWL_INNER_RADIUS and cube[2] < SUCCESS_MAX_Z
+        in_bowl = dist < scene.BOWL_INNER_RADIUS and cube[2] - bowl[2] < SUCCESS_MAX_Z
         touching = self.arm_touches_cube()
         success = bool(in_bowl and speed < SUCCESS_MAX_SPEED and not touching)
         return {"is_success": success, "cube_in_bowl": bool(in_bowl), "arm_touches_cube": touching,

@@ -114,11 +114,13 @@ def _frame_tmpdir(near: Path) -> Path:
 def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = None, overwrite: bool = False,
                    progress: bool = True) -> RecordResult:
     """Record `cfg.episodes` successful expert episodes into a new dataset at `out`."""
-    from robotrain.data.writer import DatasetWriter  # lands with the data-write branch
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError("output already exists; choose a new --out (or pass --overwrite)", out)
+    try:
+        from robotrain.data.writer import DatasetWriter
+    except ImportError as exc:
+        raise SimulationError(f"the dataset writer (robotrain.data.writer) is not available: {exc}") from exc
     workers = max(1, min(workers or (os.cpu_count() or 1), cfg.episodes))
     max_attempts = 2 * cfg.episodes + 10
     cameras = ("front", "wrist")

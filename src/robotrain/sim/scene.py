@@ -25,12 +25,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO chatter when mujoco loads EGL
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -123,6 +126,13 @@ def decimate(verts: np.ndarray, faces: np.ndarray, cell: float) -> tuple[np.ndar
     return new_verts, f[np.sort(first)]
 
 
+@functools.lru_cache(maxsize=64)
+def _decimated_mesh(path: str, cell: float) -> tuple[list[float], list[int]]:
+    """Decimated mesh as MjSpec user data (flat lists), cached per process."""
+    v, f = decimate(*read_stl(Path(path)), cell)
+    return v.astype(np.float32).reshape(-1).tolist(), f.astype(np.int32).reshape(-1).tolist()
+
+
 def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Quaternion of a MuJoCo camera at `pos` looking at `target` (camera looks along -z, y up)."""
     forward = target - pos
@@ -150,12 +160,11 @@ def _decimate_visual_meshes(spec: mujoco.MjSpec, mesh_dir: Path, cell: float) ->
     """Give every visual geom (group 2, no collision) a decimated copy of its mesh."""
     replaced: dict[str, str] = {}
     for mesh in list(spec.meshes):
-        verts, faces = read_stl(mesh_dir / mesh.file)
-        v, f = decimate(verts, faces, cell)
+        verts, faces = _decimated_mesh(str(mesh_dir / mesh.file), cell)
         name = mesh.name + "_visual"
         new = spec.add_mesh(name=name)
-        new.uservert = v.astype(np.float32).reshape(-1).tolist()
-        new.userface = f.astype(np.int32).reshape(-1).tolist()
+        new.uservert = verts
+        new.userface = faces
         replaced[mesh.name] = name
     for geom in spec.geoms:
         if geom.type == mujoco.mjtGeom.mjGEOM_MESH and geom.group == 2 and geom.meshname in replaced:
