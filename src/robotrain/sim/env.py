@@ -236,6 +236,15 @@ class SO101PickPlaceEnv(gym.Env):
     def cube_pos(self) -> np.ndarray:
         return self.data.qpos[self._cube_qpos : self._cube_qpos + 3].copy()
 
+    def cube_yaw(self) -> float:
+        """Cube rotation about the vertical (rad); meaningful while it sits flat."""
+        w, _, _, z = self.data.qpos[self._cube_qpos + 3 : self._cube_qpos + 7]
+        return float(2 * np.arctan2(z, w))
+
+    def joint_positions(self) -> np.ndarray:
+        """The six joint positions in sim units (rad), SO-101 order."""
+        return self.data.qpos[self._qpos_adr].copy()
+
     def bowl_pos(self) -> np.ndarray:
         return self.data.mocap_pos[self._bowl_mocap].copy()
 

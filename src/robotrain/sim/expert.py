@@ -143,10 +143,8 @@ class ScriptedExpert:
 
     def reset(self, env: SO101PickPlaceEnv, rng: np.random.Generator) -> None:
         cube, bowl = env.cube_pos(), env.bowl_pos()
-        qc = env.data.qpos[env._cube_qpos + 3 : env._cube_qpos + 7]
-        cube_yaw = 2 * np.arctan2(qc[3], qc[0])
-        self.yaw = self._choose_yaw(cube, cube_yaw)
-        q_arm = env.data.qpos[env._qpos_adr[:ARM_DOFS]].copy()
+        self.yaw = self._choose_yaw(cube, env.cube_yaw())
+        q_arm = env.joint_positions()[:ARM_DOFS]
         start, _ = self.ik.forward(q_arm)
         self.q = q_arm
 
@@ -160,7 +158,7 @@ class ScriptedExpert:
         bowl_target = bowl + np.append(rng.uniform(-0.01, 0.01, 2), 0.0)
         above_cube = np.array([cube[0], cube[1], grasp_z + hover])
         above_bowl = np.array([bowl_target[0], bowl_target[1], carry_z])
-        g0 = float(env.to_env_units(env.data.qpos[env._qpos_adr])[5])
+        g0 = float(env.to_env_units(env.joint_positions())[5])
         W = Waypoint
         self.waypoints = [
             W(0.0, start, g0),
