@@ -11,7 +11,7 @@ from conftest import run_cli
 def test_record_tiny_dataset_and_read_back(tmp_path):
     pytest.importorskip("robotrain.data.writer", reason="needs the dataset writer (branch data-write)")
     out = tmp_path / "sim_ds"
-    res = run_cli("sim", "record", "--episodes", "2", "--out", str(out), "--size", "48x64", "--workers", "2",
+    res = run_cli("sim", "record", "--episodes", "2", "--out", str(out), "--size", "48x64", "--workers", "1",
                   "--max-steps", "12", "--keep-failures", "--codec", "libx264", "--no-progress")
     assert res.returncode == 0, res.stderr
     info = json.loads((out / "meta" / "info.json").read_text())
@@ -35,6 +35,18 @@ def test_record_tiny_dataset_and_read_back(tmp_path):
     item = ds[len(ds) - 1]
     assert item["observation.images.wrist"].shape == (3, 48, 64)
     assert item["task"] == "Pick up the cube and place it in the bowl"
+
+
+def test_record_in_worker_processes_keeps_seed_order(tmp_path):
+    """Two spawned render workers; successful episodes only, written in seed order."""
+    pytest.importorskip("robotrain.data.writer", reason="needs the dataset writer (branch data-write)")
+    from robotrain.sim.record import RecordConfig, record_dataset
+
+    res = record_dataset(tmp_path / "ds", RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264"),
+                         workers=2, progress=False)
+    assert res.recorded == 2 and res.discarded == 0
+    meta = json.loads((tmp_path / "ds" / "meta" / "robotrain_sim.json").read_text())
+    assert meta["recorded_episodes"] == 2 and meta["episode_seeds"] == [5, 6] == res.episode_seeds
 
 
 def test_record_rejects_bad_flags(tmp_path):

@@ -70,6 +70,7 @@ class RecordResult:
     path: Path
     recorded: int
     discarded: int
+    episode_seeds: list[int]  # seed of each recorded episode, by episode_index
     discarded_seeds: list[int]
     frames: int
     seconds: float
@@ -127,15 +128,14 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
     camera_shapes = {OBS_IMAGES_PREFIX + c: (cfg.height, cfg.width) for c in cameras}
     frame_dir = _frame_tmpdir(out.parent)
     t0 = time.perf_counter()
-    recorded, frames, discarded = 0, 0, []
+    recorded, frames, discarded, seeds = 0, 0, [], []
     writer = DatasetWriter(out, fps=SO101_FPS, robot_type=SO101_ROBOT_TYPE, state_names=SO101_JOINT_NAMES,
                            action_names=SO101_JOINT_NAMES, camera_shapes=camera_shapes, codec=cfg.codec,
                            overwrite=overwrite)
-    ctx = multiprocessing.get_context("spawn")
     bar = _progress(progress, cfg.episodes)
+    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir))
     try:
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(cfg.height, cfg.width, cfg.max_steps, str(frame_dir))) as pool, bar:
+        with _executor(workers, init_args) as pool, bar:
             task = bar.add_task("recording", total=cfg.episodes, discarded=0)
             pending: collections.deque[cf.Future] = collections.deque()
             next_seed = cfg.seed
@@ -164,6 +164,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                 for p in ep["images"].values():
                     Path(p).unlink(missing_ok=True)
                 recorded += 1
+                seeds.append(ep["seed"])
                 frames += len(ep["action"])
                 bar.update(task, advance=1)
             for f in pending:
@@ -175,8 +176,36 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
     finally:
         shutil.rmtree(frame_dir, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    _write_docs(out, cfg, recorded, discarded)
-    return RecordResult(out, recorded, len(discarded), discarded, frames, seconds)
+    _write_docs(out, cfg, seeds, discarded)
+    return RecordResult(out, recorded, len(discarded), seeds, discarded, frames, seconds)
+
+
+class _InlineExecutor(cf.Executor):
+    """One worker: run episodes in this process (no spawn cost; tests, tiny datasets)."""
+
+    def __init__(self, init_args: tuple) -> None:
+        _worker_init(*init_args)
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:  # type: ignore[override]
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # surfaces at .result(), like a pool
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        env = _WORKER.pop("env", None)
+        if env is not None:
+            env.close()
+
+
+def _executor(workers: int, init_args: tuple) -> cf.Executor:
+    """Render processes (spawned: each needs its own GL context), or inline for one worker."""
+    if workers == 1:
+        return _InlineExecutor(init_args)
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_init, initargs=init_args)
 
 
 def _progress(enabled: bool, total: int):
@@ -189,7 +218,7 @@ def _progress(enabled: bool, total: int):
     )
 
 
-def _write_docs(root: Path, cfg: RecordConfig, recorded: int, discarded: list[int]) -> None:
+def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list[int]) -> None:
     """Units and provenance next to the data: a README.md dataset card and a JSON record."""
     meta = {
         "generator": "robotrain sim record",
@@ -199,14 +228,15 @@ def _write_docs(root: Path, cfg: RecordConfig, recorded: int, discarded: list[in
         "use_degrees": True,
         "units_note": UNITS_NOTE,
         "config": asdict(cfg),
-        "recorded_episodes": recorded,
+        "recorded_episodes": len(seeds),
+        "episode_seeds": seeds,
         "discarded_seeds": discarded,
     }
     atomic_write_json(root / "meta" / "robotrain_sim.json", meta)
     atomic_write_text(root / "README.md", f"""# SO-101 simulated pick-and-place (robotrain)
 
 Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
-({cfg.height}x{cfg.width}). {recorded} successful scripted-expert episodes (seeds from {cfg.seed};
+({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
 {len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
 
 ## Units
