@@ -97,7 +97,8 @@ def asset_dir() -> Path:
 
 
 def read_stl(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Binary or ASCII STL -> (vertices (V,3) float64, faces (F,3) int), vertices merged."""
+    """Binary or ASCII STL -> triangle soup (vertices (3F,3) float64, faces (F,3) int).
+    Shared corners are not merged here: `decimate` clusters them anyway."""
     data = path.read_bytes()
     n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
     if n >= 0 and len(data) == 84 + 50 * n:
@@ -107,16 +108,18 @@ def read_stl(path: Path) -> tuple[np.ndarray, np.ndarray]:
         words = data.decode("ascii", "replace").split()
         idx = [i for i, w in enumerate(words) if w == "vertex"]
         tri = np.array([[float(words[i + 1]), float(words[i + 2]), float(words[i + 3])] for i in idx])
-    verts, inverse = np.unique(tri, axis=0, return_inverse=True)
-    return verts, inverse.reshape(-1, 3)
+    return tri, np.arange(len(tri)).reshape(-1, 3)
 
 
 def decimate(verts: np.ndarray, faces: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertex clustering: snap vertices to a `cell`-sized grid, merge each cell to its mean,
     drop collapsed and duplicate triangles. Crude but robust, and enough for pixels that
     each cover a few millimetres of arm."""
-    keys = np.floor(verts / cell).astype(np.int64)
-    _, cluster, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    grid = np.floor(verts / cell).astype(np.int64)
+    grid -= grid.min(axis=0)
+    span = grid.max(axis=0) + 1
+    keys = (grid[:, 0] * span[1] + grid[:, 1]) * span[2] + grid[:, 2]  # one int64 per cell
+    _, cluster, counts = np.unique(keys, return_inverse=True, return_counts=True)
     cluster = cluster.reshape(-1)
     new_verts = np.zeros((counts.size, 3))
     np.add.at(new_verts, cluster, verts)
@@ -124,7 +127,9 @@ def decimate(verts: np.ndarray, faces: np.ndarray, cell: float) -> tuple[np.ndar
     f = cluster[faces]
     keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
     f = f[keep]
-    _, first = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
+    n = np.int64(counts.size)
+    sf = np.sort(f, axis=1).astype(np.int64)
+    _, first = np.unique((sf[:, 0] * n + sf[:, 1]) * n + sf[:, 2], return_index=True)
     return new_verts, f[np.sort(first)]
 
 
