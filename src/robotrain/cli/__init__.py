@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # A subcommand whose flags depend on other flags (train's --policy.<field>) sets
+    # `extra_args=[]` and parses the rest itself.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "extra_args", None) is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.extra_args = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

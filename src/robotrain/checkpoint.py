@@ -1,0 +1,462 @@
+"""Checkpoints in LeRobot's layout, written atomically, safetensors and JSON only.
+
+```
+<run>/checkpoints/<step:06d>/pretrained_model/
+    config.json                 policy config in LeRobot's field names (+ input/output_features)
+    model.safetensors           policy.state_dict() (LeRobot's key names)
+    train_config.json           the training config (LeRobot-like keys + ours under "robotrain")
+    policy_preprocessor.json    + policy_preprocessor_step_3_normalizer_processor.safetensors
+    policy_postprocessor.json   + policy_postprocessor_step_0_unnormalizer_processor.safetensors
+<run>/checkpoints/<step:06d>/training_state/
+    optimizer_state.safetensors optimizer_param_groups.json scheduler_state.json
+    rng_state.safetensors       training_step.json
+<run>/checkpoints/last -> <step:06d>
+```
+A checkpoint directory is built under a temporary name and renamed into place, then
+`last` is swapped atomically, so a killed run never leaves a half-written checkpoint that
+looks complete and `last` always points at a complete one. No pickle anywhere: a
+checkpoint can be loaded without executing code.
+
+`load_policy(dir)` rebuilds a policy from a `pretrained_model/` directory, ours or one
+written by LeRobot itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from robotrain import configuration
+from robotrain.constants import (
+    ACTION,
+    CHECKPOINTS_DIR,
+    CONFIG_JSON,
+    LAST_CHECKPOINT,
+    MODEL_SAFETENSORS,
+    OBS_STATE,
+    PRETRAINED_MODEL_DIR,
+    TRAIN_CONFIG_JSON,
+    TRAINING_STATE_DIR,
+    is_image_key,
+)
+from robotrain.errors import CheckpointError
+from robotrain.io_utils import atomic_directory, atomic_path
+from robotrain.normalize import unflatten_stats
+from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSOR_JSON = "policy_preprocessor.json"
+POSTPROCESSOR_JSON = "policy_postprocessor.json"
+PREPROCESSOR_STATS = "policy_preprocessor_step_3_normalizer_processor.safetensors"
+POSTPROCESSOR_STATS = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+OPTIMIZER_STATE = "optimizer_state.safetensors"
+OPTIMIZER_PARAM_GROUPS = "optimizer_param_groups.json"
+SCHEDULER_STATE = "scheduler_state.json"
+RNG_STATE = "rng_state.safetensors"
+TRAINING_STEP = "training_step.json"
+PRETRAINED_FILES = (CONFIG_JSON, MODEL_SAFETENSORS, PREPROCESSOR_JSON, POSTPROCESSOR_JSON,
+                    PREPROCESSOR_STATS, POSTPROCESSOR_STATS)
+TRAINING_STATE_FILES = (OPTIMIZER_STATE, OPTIMIZER_PARAM_GROUPS, SCHEDULER_STATE, RNG_STATE, TRAINING_STEP)
+
+
+# --- policy config <-> LeRobot's config.json ---------------------------------------------
+
+
+def lerobot_features(features: PolicyFeatures) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(input_features, output_features) as LeRobot writes them in config.json."""
+    inputs: dict[str, Any] = {OBS_STATE: {"type": "STATE", "shape": [features.state_dim]}}
+    for key in features.camera_keys:
+        inputs[key] = {"type": "VISUAL", "shape": list(features.image_shape)}
+    outputs = {ACTION: {"type": "ACTION", "shape": [features.action_dim]}}
+    return inputs, outputs
+
+
+def features_from_lerobot(config: Mapping[str, Any], fps: int = 30, where: Path | None = None) -> PolicyFeatures:
+    """PolicyFeatures from config.json's `input_features` / `output_features`."""
+    try:
+        inputs, outputs = config["input_features"], config["output_features"]
+        # input_features order, as LeRobot feeds the cameras
+        cameras = [k for k, v in inputs.items() if v.get("type") == "VISUAL" or is_image_key(k)]
+        image_shape = tuple(inputs[cameras[0]]["shape"]) if cameras else (3, 0, 0)
+        return PolicyFeatures(
+            state_dim=int(inputs[OBS_STATE]["shape"][0]) if OBS_STATE in inputs else 0,
+            action_dim=int(outputs[ACTION]["shape"][0]),
+            camera_keys=tuple(cameras),
+            image_shape=image_shape,  # type: ignore[arg-type]
+            fps=fps,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"config.json has no usable input_features/output_features ({exc!r})", where) from None
+
+
+def policy_config_to_lerobot(config: PolicyConfig, features: PolicyFeatures) -> dict[str, Any]:
+    """config.json content: `type`, `n_obs_steps`, the features, then every other field."""
+    if hasattr(config, "to_lerobot_dict"):
+        accepts_features = "features" in inspect.signature(config.to_lerobot_dict).parameters
+        body = config.to_lerobot_dict(features) if accepts_features else config.to_lerobot_dict()
+    else:
+        body = configuration.to_dict(config)
+    inputs, outputs = lerobot_features(features)
+    out: dict[str, Any] = {"type": type(config).type, "n_obs_steps": body.get("n_obs_steps", config.n_obs_steps),
+                           "input_features": body.get("input_features", inputs),
+                           "output_features": body.get("output_features", outputs)}
+    out.update({k: configuration.to_dict(v) for k, v in body.items() if k not in out})
+    return out
+
+
+def policy_config_from_lerobot(config_class: type[PolicyConfig], data: Mapping[str, Any]) -> PolicyConfig:
+    """A policy config from config.json; LeRobot-only keys (device, push_to_hub, ...) are dropped."""
+    if hasattr(config_class, "from_lerobot_dict"):
+        return config_class.from_lerobot_dict(dict(data))  # type: ignore[attr-defined]
+    names = {f.name for f in dataclasses.fields(config_class) if f.init}
+    ignored = sorted(set(data) - names - {"type", "input_features", "output_features"})
+    if ignored:
+        logger.debug("config.json keys not used by %s: %s", config_class.__name__, ignored)
+    return configuration.from_dict(config_class, {k: v for k, v in data.items() if k in names})
+
+
+def _processor_json(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": name, "steps": steps}
+
+
+def _write_processors(dest: Path, config_json: Mapping[str, Any], stats: Mapping[str, Mapping[str, Any]]) -> None:
+    """LeRobot's pre/post-processor descriptions and their normalizer statistics files."""
+    norm_map = dict(config_json.get("normalization_mapping") or {})
+    inputs, outputs = config_json["input_features"], config_json["output_features"]
+    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
+    pre = _processor_json("policy_preprocessor", [
+        {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+        {"registry_name": "to_batch_processor", "config": {}},
+        device,
+        {"registry_name": "normalizer_processor",
+         "config": {"eps": 1e-8, "features": {**inputs, **outputs}, "norm_map": norm_map},
+         "state_file": PREPROCESSOR_STATS},
+    ])
+    post = _processor_json("policy_postprocessor", [
+        {"registry_name": "unnormalizer_processor",
+         "config": {"eps": 1e-8, "features": dict(outputs), "norm_map": norm_map},
+         "state_file": POSTPROCESSOR_STATS},
+        device,
+    ])
+    flat = flatten_stats(stats)
+    (dest / PREPROCESSOR_JSON).write_text(json.dumps(pre, indent=2) + "\n")
+    (dest / POSTPROCESSOR_JSON).write_text(json.dumps(post, indent=2) + "\n")
+    save_file(flat, str(dest / PREPROCESSOR_STATS))
+    save_file(flat, str(dest / POSTPROCESSOR_STATS))
+
+
+def flatten_stats(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """`{"action": {"mean": x}}` -> `{"action.mean": float32 tensor}` (LeRobot's keys)."""
+    flat: dict[str, torch.Tensor] = {}
+    for key, per_stat in stats.items():
+        for stat, value in per_stat.items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "fiub":
+                continue
+            flat[f"{key}.{stat}"] = torch.as_tensor(np.atleast_1d(array).astype(np.float32)).contiguous()
+    return flat
+
+
+def _unshared(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU tensors; tensors sharing storage are cloned (safetensors refuses shared)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, tensor in state.items():
+        t = tensor.detach().cpu()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else -1
+        if ptr in seen or not t.is_contiguous():
+            t = t.contiguous().clone()
+        if ptr != -1:
+            seen.add(ptr)
+        out[key] = t
+    return out
+
+
+def save_pretrained(dest: Path, policy: Policy, stats: Mapping[str, Mapping[str, Any]],
+                    train_config: Mapping[str, Any] | None = None) -> None:
+    """Write a complete `pretrained_model/` directory into `dest` (already created)."""
+    config_json = policy_config_to_lerobot(policy.config, policy.features)
+    (dest / CONFIG_JSON).write_text(json.dumps(config_json, indent=4) + "\n")
+    save_file(_unshared(policy.state_dict()), str(dest / MODEL_SAFETENSORS), metadata={"format": "pt"})
+    _write_processors(dest, config_json, stats)
+    if train_config is not None:
+        (dest / TRAIN_CONFIG_JSON).write_text(json.dumps(train_config, indent=4) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError("missing file", path) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"unreadable JSON: {exc}", path) from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError("missing file", path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"unreadable safetensors file: {exc}", path) from None
+
+
+def load_stats(pretrained_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """The normalisation statistics saved beside a model (pre- and post-processor files)."""
+    pretrained_dir = Path(pretrained_dir)
+    flat = dict(_read_safetensors(pretrained_dir / POSTPROCESSOR_STATS))
+    flat.update(_read_safetensors(pretrained_dir / PREPROCESSOR_STATS))
+    return unflatten_stats({k: v.numpy() for k, v in flat.items()})
+
+
+def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> None:
+    """Load weights; any missing, unexpected or mis-shaped key is a CheckpointError listing them."""
+    own = policy.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''} ({len(missing)})")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} "
+                         f"({len(unexpected)})")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:10]))
+        raise CheckpointError("weights do not match the policy: " + "; ".join(parts), where)
+    policy.load_state_dict(dict(state), strict=True)
+
+
+def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild a policy from a `pretrained_model/` directory (ours or LeRobot's).
+
+    Example: `policy = load_policy("outputs/train/run/checkpoints/last/pretrained_model")`.
+    """
+    pretrained_dir = Path(pretrained_dir)
+    if not pretrained_dir.is_dir():
+        raise CheckpointError("checkpoint directory not found", pretrained_dir)
+    if (pretrained_dir / PRETRAINED_MODEL_DIR).is_dir():  # given the step dir or `last`
+        pretrained_dir = pretrained_dir / PRETRAINED_MODEL_DIR
+    config_json = _read_json(pretrained_dir / CONFIG_JSON)
+    if not isinstance(config_json, dict) or "type" not in config_json:
+        raise CheckpointError("config.json has no policy 'type'", pretrained_dir / CONFIG_JSON)
+    # Our train_config.json keeps every policy field (config.json holds only LeRobot's, so
+    # that LeRobot can read it) and the dataset fps; LeRobot's own checkpoints lack both.
+    fps, full_config = 30, dict(config_json)
+    train_config_path = pretrained_dir / TRAIN_CONFIG_JSON
+    if train_config_path.is_file():
+        ours = _read_json(train_config_path).get("robotrain") or {}
+        fps = int(ours.get("fps", fps))
+        if isinstance(ours.get("policy"), dict) and ours["policy"].get("type", config_json["type"]) == config_json["type"]:
+            full_config.update(ours["policy"])
+    policy_class = get_policy_class(config_json["type"])
+    try:
+        config = policy_config_from_lerobot(policy_class.config_class, full_config)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"invalid policy config: {exc}", pretrained_dir / CONFIG_JSON) from None
+    features = features_from_lerobot(config_json, fps=fps, where=pretrained_dir / CONFIG_JSON)
+    stats = load_stats(pretrained_dir)
+    policy = policy_class(config, features, stats)
+    load_state_dict_strict(policy, _read_safetensors(pretrained_dir / MODEL_SAFETENSORS),
+                           pretrained_dir / MODEL_SAFETENSORS)
+    return policy.to(device).eval()
+
+
+# --- training state ------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Python, NumPy and torch RNG states as tensors (LeRobot's key names; no pickle)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    assert np_name == "MT19937"
+    state = {
+        "py_rng_version": torch.tensor([py_version], dtype=torch.int64),
+        "py_rng_state": torch.tensor(py_state, dtype=torch.int64),
+        "np_rng_state_values": torch.tensor(np.asarray(np_keys, dtype=np.int64)),
+        "np_rng_state_index": torch.tensor([np_pos], dtype=torch.int64),
+        "np_rng_has_gauss": torch.tensor([np_has_gauss], dtype=torch.int64),
+        "np_rng_cached_gaussian": torch.tensor([np_gauss], dtype=torch.float64),
+        "torch_rng_state": torch.get_rng_state(),
+    }
+    if py_gauss is not None:
+        state["py_rng_gauss_next"] = torch.tensor([py_gauss], dtype=torch.float64)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda_rng_state"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
+    gauss = float(state["py_rng_gauss_next"][0]) if "py_rng_gauss_next" in state else None
+    random.setstate((int(state["py_rng_version"][0]), tuple(int(v) for v in state["py_rng_state"]), gauss))
+    np.random.set_state((
+        "MT19937",
+        state["np_rng_state_values"].numpy().astype(np.uint32),
+        int(state["np_rng_state_index"][0]),
+        int(state["np_rng_has_gauss"][0]),
+        float(state["np_rng_cached_gaussian"][0]),
+    ))
+    torch.set_rng_state(state["torch_rng_state"])
+    if "torch_cuda_rng_state" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda_rng_state"])
+
+
+def save_training_state(dest: Path, step: int, optimizer: torch.optim.Optimizer,
+                        scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
+    """Optimizer tensors as safetensors (`<param id>.<name>`), everything else as JSON."""
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for param_id, per_param in opt["state"].items():
+        for name, value in per_param.items():
+            tensors[f"{param_id}.{name}"] = torch.as_tensor(value)
+    save_file(_unshared(tensors), str(dest / OPTIMIZER_STATE))
+    (dest / OPTIMIZER_PARAM_GROUPS).write_text(json.dumps(configuration.to_dict(opt["param_groups"]), indent=4))
+    sched = scheduler.state_dict() if scheduler is not None else {}
+    sched = {k: v for k, v in sched.items() if k != "lr_lambdas"}
+    (dest / SCHEDULER_STATE).write_text(json.dumps(configuration.to_dict(sched), indent=4))
+    save_file(rng_state(), str(dest / RNG_STATE))
+    (dest / TRAINING_STEP).write_text(json.dumps({"step": step}, indent=4))
+
+
+def load_training_state(src: Path, optimizer: torch.optim.Optimizer,
+                        scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> int:
+    """Restore optimizer, scheduler and RNGs from `training_state/`; returns the step."""
+    missing = [name for name in TRAINING_STATE_FILES if not (src / name).is_file()]
+    if missing:
+        raise CheckpointError(f"incomplete training state, missing {missing}", src)
+    tensors = _read_safetensors(src / OPTIMIZER_STATE)
+    groups = _read_json(src / OPTIMIZER_PARAM_GROUPS)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        param_id, _, name = key.partition(".")
+        state.setdefault(int(param_id), {})[name] = value
+    current = optimizer.state_dict()["param_groups"]
+    if len(groups) != len(current) or any(len(a["params"]) != len(b["params"]) for a, b in zip(groups, current)):
+        raise CheckpointError("optimizer parameter groups do not match the policy", src / OPTIMIZER_PARAM_GROUPS)
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"optimizer state does not match: {exc}", src / OPTIMIZER_STATE) from None
+    if scheduler is not None:
+        sched = _read_json(src / SCHEDULER_STATE)
+        sched["lr_lambdas"] = [None] * len(current)
+        scheduler.load_state_dict(sched)
+    set_rng_state(_read_safetensors(src / RNG_STATE))
+    return int(_read_json(src / TRAINING_STEP)["step"])
+
+
+# --- the component that owns checkpointing ---------------------------------------------------
+
+
+def resolve_last(checkpoints_dir: Path) -> Path | None:
+    """The checkpoint `last` points at (a symlink, or a pointer file where symlinks fail)."""
+    last = checkpoints_dir / LAST_CHECKPOINT
+    if last.is_symlink() or last.is_dir():
+        target = last.resolve()
+        return target if target.is_dir() else None
+    if last.is_file():
+        target = checkpoints_dir / last.read_text().strip()
+        return target if target.is_dir() else None
+    return None
+
+
+def check_complete(checkpoint_dir: Path) -> None:
+    """CheckpointError naming what is missing from a `<step>/` directory."""
+    if not checkpoint_dir.is_dir():
+        raise CheckpointError("checkpoint not found", checkpoint_dir)
+    missing = [f"{PRETRAINED_MODEL_DIR}/{n}" for n in PRETRAINED_FILES
+               if not (checkpoint_dir / PRETRAINED_MODEL_DIR / n).is_file()]
+    missing += [f"{TRAINING_STATE_DIR}/{n}" for n in TRAINING_STATE_FILES
+                if not (checkpoint_dir / TRAINING_STATE_DIR / n).is_file()]
+    if missing:
+        raise CheckpointError(f"incomplete checkpoint, missing {missing}", checkpoint_dir)
+
+
+class Checkpointer:
+    """Decides when to save (`should_save`), writes checkpoints, keeps the last k, resumes."""
+
+    def __init__(self, run_dir: str | Path, save_freq: int, total_steps: int, keep_last: int = 0) -> None:
+        self.dir = Path(run_dir) / CHECKPOINTS_DIR
+        self.save_freq = save_freq
+        self.total_steps = total_steps
+        self.keep_last = keep_last
+
+    def should_save(self, step: int) -> bool:
+        """Every `save_freq` steps, and always after the last step."""
+        return step == self.total_steps or (self.save_freq > 0 and step % self.save_freq == 0)
+
+    def last(self) -> Path | None:
+        return resolve_last(self.dir)
+
+    def save(self, step: int, policy: Policy, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+             stats: Mapping[str, Mapping[str, Any]], train_config: Mapping[str, Any]) -> Path:
+        """Write `checkpoints/<step:06d>/` atomically, then point `last` at it."""
+        final = self.dir / f"{step:06d}"
+        with atomic_directory(final) as tmp:
+            tmp.chmod(0o755)  # mkdtemp makes it private; checkpoints are meant to be shared
+            (tmp / PRETRAINED_MODEL_DIR).mkdir()
+            (tmp / TRAINING_STATE_DIR).mkdir()
+            save_pretrained(tmp / PRETRAINED_MODEL_DIR, policy, stats, train_config)
+            save_training_state(tmp / TRAINING_STATE_DIR, step, optimizer, scheduler)
+        self._point_last(final.name)
+        self._prune()
+        logger.info("saved checkpoint %s", final)
+        return final
+
+    def _point_last(self, name: str) -> None:
+        link = self.dir / LAST_CHECKPOINT
+        tmp = self.dir / f".{LAST_CHECKPOINT}.tmp-{os.getpid()}"
+        try:
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(name, tmp, target_is_directory=True)
+            os.replace(tmp, link)
+        except OSError:  # no symlinks here (some filesystems): a pointer file instead
+            tmp.unlink(missing_ok=True)
+            if link.is_symlink():
+                link.unlink()
+            with atomic_path(link) as pointer:
+                pointer.write_text(name + "\n")
+
+    def _prune(self) -> None:
+        for stale in self.dir.glob(".*.tmp-*"):  # left by a run killed mid-save
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+        if self.keep_last <= 0:
+            return
+        steps = sorted(p for p in self.dir.iterdir() if p.is_dir() and not p.is_symlink() and p.name.isdigit())
+        last = self.last()
+        for old in steps[: -self.keep_last]:
+            if last is None or old.resolve() != last:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self, policy: Policy, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> int:
+        """Load weights, optimizer, scheduler and RNGs from `last`; returns its step."""
+        last = self.last()
+        if last is None:
+            raise CheckpointError("nothing to resume: checkpoints/last is missing or dangling", self.dir)
+        check_complete(last)
+        load_state_dict_strict(policy, _read_safetensors(last / PRETRAINED_MODEL_DIR / MODEL_SAFETENSORS),
+                               last / PRETRAINED_MODEL_DIR / MODEL_SAFETENSORS)
+        return load_training_state(last / TRAINING_STATE_DIR, optimizer, scheduler)

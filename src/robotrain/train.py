@@ -1,0 +1,481 @@
+"""The one training loop, for every policy (house rule 4: nothing policy-specific here).
+
+batch -> policy.forward -> loss -> backward -> clip -> AdamW step -> lr schedule, with
+logging (console, `metrics.jsonl`, TensorBoard if installed), offline evaluation on held
+out episodes, atomic LeRobot-layout checkpoints, exact resume and DDP via torchrun.
+
+Examples:
+    robotrain train --dataset data/so101 --policy act --steps 2000 --image-size 240x320
+    robotrain train --resume --output-dir outputs/train/2026-11-25_17-00-00_act
+    torchrun --nproc_per_node 2 -m robotrain train --dataset data/so101 --policy act
+
+With DDP every process loads `--batch-size` samples, so the global batch is
+K x batch_size and one step sees K x batch_size samples (as LeRobot/accelerate count it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import resource
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from robotrain import configuration
+from robotrain.checkpoint import Checkpointer, policy_config_to_lerobot
+from robotrain.configuration import TrainConfig
+from robotrain.constants import ACTION, CONFIG_JSON, METRICS_JSONL
+from robotrain.errors import ConfigError, TrainingError
+from robotrain.evaluate import batch_to_device, offline_action_error
+from robotrain.io_utils import atomic_write_json, atomic_write_text
+from robotrain.optim import make_optimizer, make_scheduler
+from robotrain.policies import Policy, PolicyFeatures, get_policy_class
+
+logger = logging.getLogger(__name__)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+class DataSource(Protocol):
+    """Where train() gets its data: dataset meta plus map-style train/val datasets.
+
+    `meta` needs fps, camera_keys, state_dim, action_dim, stats, features (info.json's)
+    and total_frames/total_episodes; datasets yield LeRobot-style sample dicts.
+    """
+
+    meta: Any
+
+    def datasets(self, delta_timestamps: dict[str, list[float]],
+                 image_size: tuple[int, int] | None) -> tuple[Dataset, Dataset | None]: ...
+
+
+class LeRobotSource:
+    """A local LeRobot dataset split by episode into train / held-out validation."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        from robotrain.data.format import load_meta
+
+        self.config = config
+        self.meta = load_meta(config.dataset)
+
+    def datasets(self, delta_timestamps: dict[str, list[float]],
+                 image_size: tuple[int, int] | None) -> tuple[Dataset, Dataset | None]:
+        from robotrain.data.dataset import LeRobotDataset, split_episodes
+
+        cfg = self.config
+        meta = self.meta
+        if cfg.episodes is not None:
+            unknown = sorted(set(cfg.episodes) - {e.episode_index for e in meta.episodes})
+            if unknown:
+                raise ConfigError(f"--episodes: {unknown} not in the dataset ({meta.total_episodes} episodes)")
+            meta = dataclasses.replace(meta, episodes=[e for e in meta.episodes if e.episode_index in cfg.episodes])
+        train_eps, val_eps = split_episodes(meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
+
+        def make(episodes: list[int]) -> Dataset:
+            # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
+            return LeRobotDataset(cfg.dataset, delta_timestamps=delta_timestamps, episodes=episodes,
+                                  image_size=image_size, resize_mode=cfg.data_resize_mode(), use_cache=cfg.use_cache,
+                                  image_dtype="uint8")
+
+        return make(list(train_eps)), (make(list(val_eps)) if len(val_eps) else None)
+
+
+class _SkipFirst(Sampler[int]):
+    """Yields `inner`'s indices after skipping the first `skip` (resume mid-epoch)."""
+
+    def __init__(self, inner: DistributedSampler) -> None:
+        self.inner, self.skip = inner, 0
+
+    def __iter__(self) -> Iterator[int]:
+        it = iter(self.inner)
+        for _ in range(self.skip):
+            next(it)
+        return it
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
+
+
+def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: int,
+                     start_step: int, pin_memory: bool) -> Iterator[dict[str, Any]]:
+    """Batches forever, epoch after epoch, in an order fixed by the seed and the epoch.
+
+    Step s always gets the same batch whether or not the run was resumed: the position
+    (epoch, batch in epoch) is computed from the step, and shuffling/worker seeds come
+    from generators seeded per epoch, never from the global RNG that dropout uses.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
+                                 drop_last=True)
+    per_epoch = len(sampler) // config.batch_size
+    if per_epoch == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(sampler)} training frames "
+                          f"per process; lower it")
+    skipper, generator = _SkipFirst(sampler), torch.Generator()
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=skipper, num_workers=config.num_workers,
+                        drop_last=True, pin_memory=pin_memory, generator=generator,
+                        persistent_workers=config.num_workers > 0)
+    epoch, offset = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        skipper.skip = offset * config.batch_size
+        generator.manual_seed(config.seed + epoch)
+        yield from loader
+        epoch, offset = epoch + 1, 0
+
+
+def policy_features(meta: Any, image_size: tuple[int, int] | None) -> PolicyFeatures:
+    """What the policy is built for; images are (C, H, W) after the cache's resize."""
+    cameras = tuple(meta.camera_keys)
+    if image_size is not None:
+        shape = (3, int(image_size[0]), int(image_size[1]))
+    elif cameras:
+        info = meta.features[cameras[0]]
+        dims = dict(zip(info.get("names") or ["height", "width", "channels"], info["shape"]))
+        shape = (int(dims.get("channels", 3)), int(dims["height"]), int(dims["width"]))
+    else:
+        shape = (3, 0, 0)
+    return PolicyFeatures(state_dim=int(meta.state_dim), action_dim=int(meta.action_dim), camera_keys=cameras,
+                          image_shape=shape, fps=int(meta.fps))
+
+
+# --- runtime: device, processes, precision ----------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    amp_dtype: torch.dtype | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup_runtime(config: TrainConfig) -> Runtime:
+    """Device and precision; joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {config.device}: CUDA is not available on this machine")
+    if name == "cuda" and world > 1:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    return Runtime(device=device, rank=rank, world=world, amp_dtype=torch.bfloat16 if amp else None)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_run_dir(config: TrainConfig, rt: Runtime) -> Path:
+    """--output-dir or outputs/train/<timestamp>_<policy>, the same on every process."""
+    name = config.output_dir or f"outputs/train/{datetime.now():%Y-%m-%d_%H-%M-%S}_{config.policy_type}"
+    if rt.distributed:
+        holder = [name]
+        dist.broadcast_object_list(holder, src=0)
+        name = holder[0]
+    return Path(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated, else the process's peak RSS (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- logging ----------------------------------------------------------------------------------
+
+
+class MetricsLogger:
+    """`metrics.jsonl` (always), TensorBoard (if installed), console lines; main process only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None, tensorboard: bool) -> None:
+        self.enabled, self.file, self.tb = enabled, None, None
+        if not enabled:
+            return
+        path = run_dir / METRICS_JSONL
+        if resume_step is not None and path.exists():  # drop lines logged after the resumed checkpoint
+            keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= resume_step]
+            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+        self.file = open(path, "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                logger.debug("tensorboard not installed; metrics.jsonl only")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps({**record, "time": time.time()}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if "/" in key and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a torn line (killed mid-write) counts as after any step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+class Interval:
+    """Sums over one log interval; `summary()` averages them (across processes too)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.sums, self.updt_s, self.data_s, self.start = 0, {}, 0.0, 0.0, time.perf_counter()
+
+    def add(self, values: Mapping[str, float], updt_s: float, data_s: float) -> None:
+        self.n += 1
+        self.updt_s += updt_s
+        self.data_s += data_s
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+
+    def summary(self, rt: Runtime) -> dict[str, float]:
+        keys = sorted(self.sums)
+        totals = torch.tensor([self.sums[k] for k in keys] + [self.updt_s, self.data_s], dtype=torch.float64)
+        if rt.distributed:  # mean over processes; nccl needs the tensor on the GPU
+            totals = totals.to(rt.device)
+            dist.all_reduce(totals)
+            totals = totals.cpu() / rt.world
+        means = (totals / max(self.n, 1)).tolist()
+        out = {f"train/{k}": v for k, v in zip(keys, means)}
+        out["train/updt_s"], out["train/data_s"] = means[-2], means[-1]
+        return out
+
+
+def log_line(record: Mapping[str, Any]) -> str:
+    """LeRobot-like: `step:… smpl:… ep:… epch:… loss:… grdn:… lr:… updt_s:… data_s:…` + extras."""
+    parts = [f"step:{record['step']}", f"smpl:{record['samples']}", f"ep:{record['episodes']:.0f}",
+             f"epch:{record['epoch']:.2f}", f"loss:{record['train/loss']:.3f}",
+             f"grdn:{record['train/grad_norm']:.3f}", f"lr:{record['train/lr']:.1e}",
+             f"updt_s:{record['train/updt_s']:.3f}", f"data_s:{record['train/data_s']:.3f}"]
+    shown = {"train/loss", "train/grad_norm", "train/lr", "train/updt_s", "train/data_s"}
+    parts += [f"{k.removeprefix('train/')}:{v:.4g}" for k, v in record.items()
+              if k.startswith("train/") and k not in shown and isinstance(v, float)]
+    return " ".join(parts)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, completed: int) -> Iterator[Any]:
+    """A rich progress bar with ETA on a terminal; a no-op object otherwise (logs suffice)."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as progress:
+        progress.add_task("train", total=total, completed=completed, info="")
+        yield progress
+
+
+# --- one step ---------------------------------------------------------------------------------
+
+
+def train_step(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: Mapping[str, Any],
+               optimizer: torch.optim.Optimizer, scheduler: Any, grad_clip: float,
+               rt: Runtime) -> dict[str, float]:
+    """forward -> backward -> clip -> AdamW -> lr schedule; returns loss, components, grad norm, lr.
+
+    A non-finite loss or gradient norm raises TrainingError *before* the optimizer
+    step, so the weights (and the last checkpoint) stay good.
+    """
+    lr = optimizer.param_groups[0]["lr"]
+    with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
+        loss, components = model(batch)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    loss_value, grad_value = torch.stack([loss.detach().float(), grad_norm.float()]).tolist()
+    if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
+        raise TrainingError(f"loss became {loss_value} (grad norm {grad_value})")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+    return {"loss": loss_value, **{k: float(v) for k, v in components.items() if k != "loss"},
+            "grad_norm": grad_value, "lr": lr}
+
+
+def lerobot_train_config(config: TrainConfig, policy: Policy, meta: Any, world: int) -> dict[str, Any]:
+    """train_config.json: LeRobot's top-level keys, with our full config under "robotrain"."""
+    pc = policy.config
+    scheduler = None if pc.scheduler == "none" else {
+        "type": "cosine_decay_with_warmup", "num_warmup_steps": pc.scheduler_warmup_steps,
+        "num_decay_steps": pc.scheduler_decay_steps, "peak_lr": pc.optimizer_lr, "decay_lr": pc.scheduler_decay_lr}
+    return {
+        "dataset": {"repo_id": f"local/{Path(config.dataset).name}", "root": config.dataset},
+        "env": None, "policy": policy_config_to_lerobot(pc, policy.features),
+        "output_dir": config.output_dir, "job_name": config.policy_type, "resume": config.resume,
+        "seed": config.seed, "num_workers": config.num_workers, "batch_size": config.batch_size,
+        "steps": config.steps, "eval_freq": config.eval_freq, "log_freq": config.log_freq,
+        "save_checkpoint": True, "save_freq": config.save_freq, "use_policy_training_preset": True,
+        "optimizer": {"type": "adamw", "lr": pc.optimizer_lr, "weight_decay": pc.optimizer_weight_decay,
+                      "grad_clip_norm": pc.optimizer_grad_clip_norm, "betas": list(pc.optimizer_betas),
+                      "eps": pc.optimizer_eps},
+        "scheduler": scheduler,
+        "robotrain": {**configuration.to_dict(config), "fps": int(meta.fps), "world_size": world},
+    }
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, data: DataSource | None = None) -> Path:
+    """Train `config.policy_type` on `config.dataset` (or on `data`); returns the run directory."""
+    config.validate(check_paths=data is None)
+    rt = setup_runtime(config)
+    batches: Iterator[dict[str, Any]] | None = None
+    metrics: MetricsLogger | None = None
+    try:
+        # --- setup: data meta, policy, optimizer, run dir, resume --------------------------
+        data = data or LeRobotSource(config)
+        meta = data.meta
+        seed_everything(config.seed)  # identical initial weights on every process
+        features = policy_features(meta, config.data_image_size())
+        policy = get_policy_class(config.policy_type)(config.policy, features, meta.stats).to(rt.device)
+        if config.channels_last:
+            policy = policy.to(memory_format=torch.channels_last)
+        train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.data_image_size())
+        optimizer = make_optimizer(policy)
+        scheduler = make_scheduler(optimizer, policy.config)
+        run_dir = resolve_run_dir(config, rt)
+        config = dataclasses.replace(config, output_dir=str(run_dir))
+        checkpointer = Checkpointer(run_dir, config.save_freq, config.steps, config.keep_last)
+        seed_everything(config.seed + rt.rank)  # dropout differs per process, the same on every run
+        start_step = checkpointer.resume(policy, optimizer, scheduler) if config.resume else 0
+        if start_step >= config.steps:
+            raise ConfigError(f"--steps {config.steps}: the run is already at step {start_step}; raise --steps")
+        train_config = lerobot_train_config(config, policy, meta, rt.world)
+        if rt.is_main:
+            atomic_write_json(run_dir / CONFIG_JSON, configuration.to_dict(config))
+        model: torch.nn.Module = policy
+        if rt.distributed:
+            model = torch.nn.parallel.DistributedDataParallel(
+                policy, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                find_unused_parameters=config.ddp_find_unused_parameters)
+        if config.compile:
+            model = torch.compile(model)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        batches = infinite_batches(train_ds, config, rt.rank, rt.world, start_step, rt.device.type == "cuda")
+        metrics = MetricsLogger(run_dir, rt.is_main, start_step if config.resume else None, config.tensorboard)
+        global_batch = config.batch_size * rt.world
+        baseline_action = np.asarray(meta.stats[ACTION]["mean"], dtype=np.float32)
+        frames_per_episode = meta.total_frames / max(meta.total_episodes, 1)
+        if rt.is_main:
+            logger.info("run dir %s | %d train frames, %d held-out | global batch %d = %d x %d | %s params %.1fM",
+                        run_dir, len(train_ds), len(val_ds) if val_ds is not None else 0, global_batch, rt.world,
+                        config.batch_size, config.policy_type, sum(p.numel() for p in params) / 1e6)
+
+        # --- the loop ---------------------------------------------------------------------
+        interval, step = Interval(), start_step
+        policy.train()
+        with progress_bar(rt.is_main, config.steps, start_step) as progress:
+            for step in range(start_step + 1, config.steps + 1):
+                is_log_step = step % config.log_freq == 0 or step == config.steps
+                is_eval_step = val_ds is not None and config.eval_freq > 0 and (
+                    step % config.eval_freq == 0 or step == config.steps)
+                is_save_step = checkpointer.should_save(step)
+                samples = step * global_batch
+
+                t0 = time.perf_counter()
+                batch = batch_to_device(next(batches), rt.device, config.channels_last)
+                t1 = time.perf_counter()
+                try:
+                    values = train_step(model, params, batch, optimizer, scheduler,
+                                        policy.config.optimizer_grad_clip_norm, rt)
+                except TrainingError as exc:
+                    last = checkpointer.last()
+                    raise TrainingError(f"training stopped at step {step}: {exc.reason}; last good checkpoint: "
+                                        f"{last if last is not None else 'none saved yet'}") from None
+                interval.add(values, updt_s=time.perf_counter() - t1, data_s=t1 - t0)
+
+                if is_log_step:
+                    record = {"step": step, "samples": samples, "epoch": samples / len(train_ds),
+                              "episodes": samples / frames_per_episode, **interval.summary(rt), "train/lr": values["lr"]}
+                    record["train/samples_per_s"] = interval.n * global_batch / (time.perf_counter() - interval.start)
+                    record["train/peak_mem_mb"] = peak_memory_mb(rt.device)
+                    interval.reset()
+                    if rt.is_main:
+                        metrics.write(record)
+                        _emit(progress, log_line(record))
+                t_side = time.perf_counter()  # eval and save time is kept out of samples/s
+                if is_eval_step and rt.is_main:
+                    result = offline_action_error(policy, val_ds, batch_size=config.batch_size,
+                                                  baseline_action=baseline_action, max_samples=config.eval_max_samples)
+                    policy.train()
+                    metrics.write({"step": step, "samples": samples, **result.to_metrics()})
+                    _emit(progress, f"eval step:{step} action_error:{result.policy.action_error:.4f} "
+                                    f"first_action_error:{result.policy.first_action_error:.4f} "
+                                    f"(mean-action baseline {result.baseline.action_error:.4f})")
+                if is_save_step and rt.is_main:
+                    checkpointer.save(step, policy, optimizer, scheduler, meta.stats, train_config)
+                interval.start += time.perf_counter() - t_side
+                if progress is not None:
+                    progress.update(progress.task_ids[0], completed=step, info=f"loss {values['loss']:.3f}")
+        if rt.is_main:
+            logger.info("done: %d steps, run dir %s", step, run_dir)
+        return run_dir
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if batches is not None:
+            batches.close()  # type: ignore[attr-defined]
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _emit(progress: Any, line: str) -> None:
+    if progress is not None:
+        progress.console.print(line)
+    else:
+        logger.info(line)

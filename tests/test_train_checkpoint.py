@@ -1,0 +1,212 @@
+"""Checkpoints: LeRobot layout and file names, exact round trip, strictness, atomicity."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from robotrain import checkpoint as ckpt
+from robotrain.checkpoint import Checkpointer, load_policy
+from robotrain.configuration import to_dict
+from robotrain.errors import CheckpointError
+from robotrain.optim import make_optimizer, make_scheduler
+from robotrain.policies import PolicyFeatures
+
+import train_helpers
+from train_helpers import CAMERA, SyntheticSource, TinyConfig, TinyPolicy
+
+
+@pytest.fixture(autouse=True)
+def _tiny_policy() -> None:
+    train_helpers.register()
+
+
+def make(source: SyntheticSource, **cfg) -> TinyPolicy:
+    torch.manual_seed(0)
+    features = PolicyFeatures(state_dim=6, action_dim=6, camera_keys=(CAMERA,), image_shape=(3, 8, 8), fps=30)
+    return TinyPolicy(TinyConfig(**cfg), features, source.meta.stats)
+
+
+def save(tmp_path, step: int = 2, keep_last: int = 0, **cfg):
+    source = SyntheticSource()
+    policy = make(source, **cfg)
+    optimizer = make_optimizer(policy)
+    scheduler = make_scheduler(optimizer, policy.config)
+    checkpointer = Checkpointer(tmp_path / "run", save_freq=2, total_steps=10, keep_last=keep_last)
+    path = checkpointer.save(step, policy, optimizer, scheduler, source.meta.stats, {"steps": 10})
+    return source, policy, optimizer, checkpointer, path
+
+
+def test_layout_and_file_names_match_lerobot(tmp_path, lerobot_fixtures) -> None:
+    _, policy, _, _, path = save(tmp_path)
+    assert path.name == "000002"
+    fixture = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
+    ours = sorted(p.name for p in (path / "pretrained_model").iterdir())
+    assert ours == sorted(p.name for p in fixture.iterdir())
+    assert sorted(p.name for p in (path / "training_state").iterdir()) == sorted(ckpt.TRAINING_STATE_FILES)
+    config = json.loads((path / "pretrained_model" / "config.json").read_text())
+    lerobot_config = json.loads((fixture / "config.json").read_text())
+    assert list(config)[:4] == list(lerobot_config)[:4] == ["type", "n_obs_steps", "input_features", "output_features"]
+    assert config["input_features"][CAMERA] == {"type": "VISUAL", "shape": [3, 8, 8]}
+    assert config["output_features"] == {"action": {"type": "ACTION", "shape": [6]}}
+    pre = json.loads((path / "pretrained_model" / "policy_preprocessor.json").read_text())
+    lerobot_pre = json.loads((fixture / "policy_preprocessor.json").read_text())
+    assert [s["registry_name"] for s in pre["steps"]] == [s["registry_name"] for s in lerobot_pre["steps"]]
+    stats = load_file(path / "pretrained_model" / ckpt.PREPROCESSOR_STATS)
+    assert {"observation.state.mean", "action.std", f"{CAMERA}.mean"} <= set(stats)
+    assert stats[f"{CAMERA}.mean"].shape == (3, 1, 1)
+    assert set(load_file(path / "pretrained_model" / "model.safetensors")) == set(policy.state_dict())
+    rng = load_file(path / "training_state" / "rng_state.safetensors")
+    assert set(load_file(fixture.parent / "training_state" / "rng_state.safetensors")) <= set(rng)
+
+
+def test_round_trip_gives_identical_outputs(tmp_path) -> None:
+    source, policy, _, _, path = save(tmp_path, hidden_dim=16)
+    loaded = load_policy(path / "pretrained_model")
+    assert isinstance(loaded, TinyPolicy) and loaded.config == policy.config
+    assert loaded.features == policy.features
+    batch = torch.utils.data.default_collate([source.full(policy.delta_timestamps())[i] for i in range(5)])
+    policy.eval()
+    assert torch.equal(loaded.predict_action_chunk(batch), policy.predict_action_chunk(batch))
+    # `last` and the step dir work too
+    assert isinstance(load_policy(tmp_path / "run" / "checkpoints" / "last"), TinyPolicy)
+
+
+def test_unknown_and_missing_keys_are_listed(tmp_path) -> None:
+    _, _, _, _, path = save(tmp_path)
+    weights_file = path / "pretrained_model" / "model.safetensors"
+    weights = load_file(weights_file)
+    weights["net.9.weight"] = torch.zeros(1)
+    del weights["net.0.bias"]
+    save_file(weights, weights_file)
+    with pytest.raises(CheckpointError, match=r"missing keys \['net.0.bias'\].*unexpected keys \['net.9.weight'\]"):
+        load_policy(path / "pretrained_model")
+
+
+def test_missing_or_incomplete_checkpoint(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_policy(tmp_path / "nope")
+    _, policy, optimizer, checkpointer, path = save(tmp_path)
+    (path / "pretrained_model" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing file"):
+        load_policy(path / "pretrained_model")
+    with pytest.raises(CheckpointError, match="incomplete checkpoint"):
+        checkpointer.resume(policy, optimizer, None)
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    source, policy, optimizer, checkpointer, first = save(tmp_path, step=2)
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_training_state", boom)
+    with pytest.raises(Exception, match="no space"):
+        checkpointer.save(4, policy, optimizer, None, source.meta.stats, {})
+    names = sorted(p.name for p in checkpointer.dir.iterdir())
+    assert names == ["000002", "last"]  # no partial 000004, no temp dir left
+    assert checkpointer.last() == first.resolve()
+    ckpt.check_complete(first)
+
+
+def test_keep_last_never_deletes_the_last_pointer_target(tmp_path) -> None:
+    source, policy, optimizer, checkpointer, _ = save(tmp_path, keep_last=1)
+    for step in (4, 6):
+        checkpointer.save(step, policy, optimizer, None, source.meta.stats, {})
+    assert sorted(p.name for p in checkpointer.dir.iterdir()) == ["000006", "last"]
+
+
+def test_last_pointer_file_when_symlinks_fail(tmp_path, monkeypatch) -> None:
+    source, policy, optimizer, checkpointer, _ = save(tmp_path)
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not supported")
+
+    monkeypatch.setattr(ckpt.os, "symlink", no_symlinks)
+    checkpointer.save(4, policy, optimizer, None, source.meta.stats, {})
+    last = checkpointer.dir / "last"
+    assert last.is_file() and not last.is_symlink() and last.read_text().strip() == "000004"
+    assert checkpointer.last() == (checkpointer.dir / "000004").resolve()
+
+
+def test_training_state_round_trip(tmp_path) -> None:
+    source, policy, optimizer, checkpointer, _ = save(tmp_path)
+    # take a real step so the optimizer has state, then save and scramble everything
+    batch = torch.utils.data.default_collate([source.full(policy.delta_timestamps())[i] for i in range(4)])
+    sched = make_scheduler(optimizer, TinyConfig(scheduler="cosine", scheduler_warmup_steps=5,
+                                                 scheduler_decay_steps=20))
+    policy.forward(batch)[0].backward()
+    optimizer.step()
+    sched.step()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    path = checkpointer.save(4, policy, optimizer, sched, source.meta.stats, {})
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    opt_state = {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()}
+    lr = optimizer.param_groups[0]["lr"]
+
+    fresh = make(source)
+    fresh_opt = make_optimizer(fresh)
+    fresh_sched = make_scheduler(fresh_opt, TinyConfig(scheduler="cosine", scheduler_warmup_steps=5,
+                                                       scheduler_decay_steps=20))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    step = Checkpointer(tmp_path / "run", 2, 10).resume(fresh, fresh_opt, fresh_sched)
+    assert step == 4 and path.name == "000004"
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+    for key, value in fresh_opt.state_dict()["state"][0].items():
+        assert torch.equal(value, opt_state[key])
+    assert fresh_opt.param_groups[0]["lr"] == lr and fresh_sched.last_epoch == sched.last_epoch
+    for a, b in zip(fresh.parameters(), policy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_no_pickle_anywhere(tmp_path) -> None:
+    _, _, _, _, path = save(tmp_path)
+    suffixes = {p.suffix for p in path.rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ".safetensors"}
+
+
+def test_loads_lerobot_written_act_checkpoint(lerobot_fixtures) -> None:
+    pytest.importorskip("robotrain.policies.act.model")
+    pretrained = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
+    policy = load_policy(pretrained)
+    assert type(policy).__name__ == "ACTPolicy"
+    assert policy.features.image_shape == (3, 96, 128) and policy.config.chunk_size == 10
+    weights = load_file(pretrained / "model.safetensors")
+    state = policy.state_dict()
+    assert set(state) == set(weights)
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+
+
+def test_act_round_trip_and_lerobot_config_keys(tmp_path, lerobot_fixtures) -> None:
+    pytest.importorskip("robotrain.policies.act.model")
+    from robotrain.checkpoint import load_stats
+    from robotrain.policies import get_policy_class
+
+    fixture = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
+    stats = load_stats(fixture)
+    act = get_policy_class("act")
+    config = act.config_class(dim_model=32, dim_feedforward=64, n_heads=2, n_encoder_layers=1,
+                              n_vae_encoder_layers=1, chunk_size=5, n_action_steps=5, image_size=(64, 96))
+    features = PolicyFeatures(state_dim=6, action_dim=6, camera_keys=("observation.images.front",
+                              "observation.images.wrist"), image_shape=(3, 64, 96), fps=30)
+    torch.manual_seed(0)
+    policy = act(config, features, stats)
+    optimizer = make_optimizer(policy)
+    path = Checkpointer(tmp_path / "run", 1, 1).save(1, policy, optimizer, None, stats, {"robotrain": {
+        "fps": 30, "policy": to_dict(config)}})
+    ours = json.loads((path / "pretrained_model" / "config.json").read_text())
+    theirs = json.loads((fixture / "config.json").read_text())
+    assert list(ours) == list(theirs)
+    assert set(load_file(path / "pretrained_model" / ckpt.PREPROCESSOR_STATS)) == set(
+        load_file(fixture / ckpt.PREPROCESSOR_STATS))
+    loaded = load_policy(path)
+    assert loaded.config == policy.config  # robotrain-only fields (image_size) come back too
+    batch = {"observation.state": torch.randn(2, 6), "observation.images.front": torch.rand(2, 3, 64, 96),
+             "observation.images.wrist": torch.rand(2, 3, 64, 96)}
+    policy.eval()
+    assert torch.equal(loaded.predict_action_chunk(batch), policy.predict_action_chunk(batch))

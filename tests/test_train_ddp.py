@@ -1,0 +1,54 @@
+"""DDP via torchrun (gloo on CPU): 2 processes x batch 2 == 1 process x batch 4."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train_helpers
+from train_helpers import read_metrics
+
+HELPER = Path(__file__).with_name("train_helpers.py")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def args(run_dir: Path, batch_size: int) -> list[str]:
+    # chunk_size 1: no padded steps, so the mean of per-process losses is the global mean
+    return ["--output-dir", str(run_dir), "--steps", "4", "--batch-size", str(batch_size), "--num-workers", "0",
+            "--log-freq", "1", "--save-freq", "0", "--eval-freq", "0", "--policy.chunk_size", "1",
+            "--policy.n_action_steps", "1", "--seed", "7"]
+
+
+def launch(run_dir: Path, nproc: int, batch_size: int) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(HELPER),
+           *args(run_dir, batch_size)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatch) -> None:
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert train_helpers.main(args(tmp_path / "one", batch_size=4)) == 0  # one process, in this one
+    two = launch(tmp_path / "two", nproc=2, batch_size=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = [r for r in read_metrics(tmp_path / "one") if "train/loss" in r]
+    b = [r for r in read_metrics(tmp_path / "two") if "train/loss" in r]
+    assert [r["samples"] for r in a] == [r["samples"] for r in b] == [4, 8, 12, 16]
+    for ra, rb in zip(a, b):
+        assert rb["train/loss"] == pytest.approx(ra["train/loss"], rel=1e-5)
+        assert rb["train/grad_norm"] == pytest.approx(ra["train/grad_norm"], rel=1e-5)
+    wa = load_file(tmp_path / "one/checkpoints/last/pretrained_model/model.safetensors")
+    wb = load_file(tmp_path / "two/checkpoints/last/pretrained_model/model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-5, atol=1e-6)
+    # only rank 0 writes: one metrics line per step
+    assert len(b) == 4

@@ -1,0 +1,128 @@
+"""The training loop on a tiny MLP policy and synthetic data: metrics, checkpoints, resume, NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from robotrain.configuration import parse_train_config
+from robotrain.errors import ConfigError, TrainingError
+from robotrain.train import train
+
+import train_helpers
+from train_helpers import SyntheticSource, TinyPolicy, read_metrics
+
+TRAIN_KEYS = {"step", "samples", "epoch", "train/loss", "train/l1_loss", "train/grad_norm", "train/lr",
+              "train/updt_s", "train/data_s", "train/samples_per_s", "train/peak_mem_mb", "time"}
+EVAL_KEYS = {"step", "samples", "eval/action_error", "eval/first_action_error", "eval/action_error_per_joint"}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_policy() -> None:
+    train_helpers.register()
+
+
+def run(tmp_path, *argv: str, name: str = "run", source: SyntheticSource | None = None):
+    config = parse_train_config(["--policy", "tiny_mlp", "--output-dir", str(tmp_path / name), "--num-workers", "0",
+                                 "--batch-size", "2", "--log-freq", "1", "--save-freq", "3", "--eval-freq", "0",
+                                 "--seed", "3", *argv], check_paths=False)
+    return train(config, data=source or SyntheticSource())
+
+
+def test_metrics_jsonl_fields_and_eval_lines(tmp_path) -> None:
+    run_dir = run(tmp_path, "--steps", "4", "--eval-freq", "2", "--eval-max-samples", "5")
+    lines = read_metrics(run_dir)
+    train_lines = [r for r in lines if "train/loss" in r]
+    eval_lines = [r for r in lines if "eval/action_error" in r]
+    assert [r["step"] for r in train_lines] == [1, 2, 3, 4]
+    for r in train_lines:
+        assert TRAIN_KEYS <= set(r), TRAIN_KEYS - set(r)
+        assert r["samples"] == 2 * r["step"] and r["train/peak_mem_mb"] > 0
+    assert [r["step"] for r in eval_lines] == [2, 4]
+    assert EVAL_KEYS <= set(eval_lines[0]) and len(eval_lines[0]["eval/action_error_per_joint"]) == 6
+    assert "eval/baseline_action_error" in eval_lines[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["steps"] == 4 and config["policy"]["type"] == "tiny_mlp"
+
+
+def test_keep_last_k_and_last_pointer(tmp_path) -> None:
+    run_dir = run(tmp_path, "--steps", "7", "--save-freq", "2", "--keep-last", "2")
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir() if not p.name.startswith(".")) == ["000006", "000007", "last"]
+    assert (ckpts / "last").is_symlink() and (ckpts / "last").resolve().name == "000007"
+    train_config = json.loads((ckpts / "last" / "pretrained_model" / "train_config.json").read_text())
+    assert train_config["steps"] == 7 and train_config["policy"]["type"] == "tiny_mlp"
+    assert json.loads((ckpts / "last" / "training_state" / "training_step.json").read_text()) == {"step": 7}
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
+    # Dropout on, so the RNG state must be restored too; 2 train episodes x 5 frames = 10 frames,
+    # 5 batches per epoch: the 6 steps cross an epoch boundary after the resume point.
+    source = lambda: SyntheticSource(n_episodes=3, length=5, n_val=1)  # noqa: E731
+    common = ("--policy.dropout", "0.3", "--save-freq", "3")
+    straight = run(tmp_path, "--steps", "6", *common, name="straight", source=source())
+    run(tmp_path, "--steps", "3", *common, name="resumed", source=source())
+    resumed = run(tmp_path, "--steps", "6", "--resume", *common, name="resumed", source=source())
+    a = [(r["step"], r["train/loss"]) for r in read_metrics(straight) if "train/loss" in r]
+    b = [(r["step"], r["train/loss"]) for r in read_metrics(resumed) if "train/loss" in r]
+    assert a == b and len(a) == 6
+    from safetensors.torch import load_file
+
+    sa = load_file(straight / "checkpoints/last/pretrained_model/model.safetensors")
+    sb = load_file(resumed / "checkpoints/last/pretrained_model/model.safetensors")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_drops_metrics_after_the_checkpoint_and_torn_lines(tmp_path) -> None:
+    run_dir = run(tmp_path, "--steps", "4", "--save-freq", "2", "--keep-last", "0")
+    (run_dir / "checkpoints" / "000004").rename(run_dir / "checkpoints" / "gone")  # as if killed after step 4
+    (run_dir / "checkpoints" / "last").unlink()
+    (run_dir / "checkpoints" / "last").symlink_to("000002")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "train/lo')  # torn line
+    (run_dir / "checkpoints" / ".000006.tmp-x").mkdir()  # a save that was killed
+    run(tmp_path, "--steps", "5", "--resume", "--save-freq", "2")
+    steps = [r["step"] for r in read_metrics(run_dir)]
+    assert steps == [1, 2, 3, 4, 5]
+    assert not (run_dir / "checkpoints" / ".000006.tmp-x").exists()
+
+
+def test_resume_cli_reuses_saved_config(tmp_path) -> None:
+    run_dir = run(tmp_path, "--steps", "3", "--policy.hidden_dim", "7")
+    config = parse_train_config(["--resume", "--output-dir", str(run_dir), "--steps", "4"], check_paths=False)
+    assert config.policy_type == "tiny_mlp" and config.policy.hidden_dim == 7 and config.steps == 4
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run(tmp_path, "--steps", "3")
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch) -> None:
+    forward = TinyPolicy.forward
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        loss, metrics = forward(self, batch)
+        return (loss * math.nan if calls["n"] == 5 else loss), metrics
+
+    monkeypatch.setattr(TinyPolicy, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"step 5: loss became nan.*last good checkpoint: .*000003"):
+        run(tmp_path, "--steps", "8")
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "last").resolve().name == "000003"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["000003", "last"]
+
+
+def test_overfits_a_tiny_dataset(tmp_path) -> None:
+    source = SyntheticSource(n_episodes=2, length=6, n_val=1)
+    run_dir = run(tmp_path, "--steps", "120", "--log-freq", "10", "--save-freq", "0", "--policy.hidden_dim", "64",
+                  "--policy.optimizer_lr", "1e-2", "--batch-size", "3", source=source)
+    losses = [r["train/loss"] for r in read_metrics(run_dir) if "train/loss" in r]
+    assert losses[-1] < losses[0] / 10, losses
+
+
+def test_batch_larger_than_data_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="--batch-size"):
+        run(tmp_path, "--steps", "2", "--batch-size", "500")
