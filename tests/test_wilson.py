@@ -34,3 +34,13 @@ def test_bad_arguments() -> None:
         wilson_interval(0, 0)
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(11, 10)
+
+
+def test_mcnemar_exact() -> None:
+    from robotrain.stats_utils import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(3, 3) == 1.0
+    # 8 discordant pairs all one way: 2 * (1/2)^8
+    assert mcnemar_exact_p(8, 0) == pytest.approx(2 / 256)
+    assert mcnemar_exact_p(1, 9) == pytest.approx(2 * 11 / 1024)

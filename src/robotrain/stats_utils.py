@@ -35,3 +35,21 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     lo = 0.0 if successes == 0 else max(0.0, center - half)
     hi = 1.0 if successes == n else min(1.0, center + half)
     return lo, hi
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test on the discordant pairs of a paired comparison.
+
+    When two policies run on the same episode seeds, only the episodes where exactly one
+    of them succeeds carry information about which is better; under "no difference" each
+    such episode is a fair coin. Returns the two-sided binomial p-value (1.0 when there
+    are no discordant pairs).
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"counts must be >= 0, got {only_a}, {only_b}")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
