@@ -1,0 +1,180 @@
+"""Closed-loop evaluation against a fake env with the sim's spaces and a fake policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from robotrain.constants import OBS_STATE, SO101_TASK, TASK
+from robotrain.errors import ConfigError
+from robotrain.rollout import evaluate_in_sim, resize_images
+
+FAKE_ID = "robotrain_test/FakeSO101-v0"
+FRONT, WRIST = "observation.images.front", "observation.images.wrist"
+H, W = 24, 32
+
+
+class FakeSO101(gym.Env):
+    """Same observation/action spaces as the sim. Succeeds (and terminates) after
+    `3 + seed % 4` steps when the seed is even; odd seeds time out at 12 steps."""
+
+    def __init__(self, image_size: tuple[int, int] = (H, W)) -> None:
+        self.h, self.w = image_size
+        img = gym.spaces.Box(0, 255, (self.h, self.w, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict({
+            OBS_STATE: gym.spaces.Box(-360.0, 360.0, (6,), np.float32), FRONT: img, WRIST: img})
+        self.action_space = gym.spaces.Box(-360.0, 360.0, (6,), np.float32)
+        self.seed_ = 0
+        self.t = 0
+        self.state = np.zeros(6, np.float32)
+
+    def _obs(self) -> dict:
+        front = np.full((self.h, self.w, 3), (self.seed_ * 10) % 256, np.uint8)
+        wrist = np.full((self.h, self.w, 3), (self.t * 20) % 256, np.uint8)
+        return {OBS_STATE: self.state.copy(), FRONT: front, WRIST: wrist}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.seed_ = int(seed) if seed is not None else -1
+        self.t = 0
+        self.state = np.full(6, float(self.seed_), np.float32)
+        return self._obs(), {"is_success": False}
+
+    def step(self, action):
+        self.t += 1
+        self.state = np.asarray(action, np.float32)
+        success = self.seed_ % 2 == 0 and self.t >= 3 + self.seed_ % 4
+        return self._obs(), float(success), success, self.t >= 12, {"is_success": success}
+
+
+if FAKE_ID not in gym.registry:
+    gym.register(FAKE_ID, entry_point=FakeSO101)
+
+
+@dataclass(frozen=True)
+class _Features:
+    camera_keys: tuple[str, ...] = (FRONT, WRIST)
+    image_shape: tuple[int, int, int] = (3, 16, 16)
+
+
+class FakePolicy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _Features()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.resets = 0
+        self.calls = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def select_action(self, batch) -> torch.Tensor:
+        self.calls += 1
+        state = batch[OBS_STATE]
+        assert state.dtype == torch.float32 and state.shape[1] == 6
+        for key in self.features.camera_keys:
+            img = batch[key]
+            assert img.shape == (state.shape[0], 3, 16, 16) and img.dtype == torch.float32
+            assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+        assert batch[TASK] == [SO101_TASK] * state.shape[0]
+        assert not torch.is_grad_enabled()
+        return state + 1.0
+
+
+def _run(tmp_path: Path, **kw) -> dict:
+    kw.setdefault("progress", False)
+    return evaluate_in_sim(FakePolicy(), env_id=FAKE_ID, out_dir=tmp_path, **kw)
+
+
+def test_eval_info_schema_and_values(tmp_path: Path) -> None:
+    info = _run(tmp_path, n_episodes=6, seed=10, n_envs=1)
+    saved = json.loads((tmp_path / "eval_info.json").read_text())
+    assert saved == json.loads(json.dumps(info))
+    per = saved["per_episode"]
+    assert [e["episode_ix"] for e in per] == list(range(6))
+    assert [e["seed"] for e in per] == list(range(10, 16))
+    for e in per:
+        assert set(e) >= {"episode_ix", "sum_reward", "max_reward", "success", "seed", "steps"}
+        assert e["success"] == (e["seed"] % 2 == 0)
+        assert e["steps"] == (3 + e["seed"] % 4 if e["success"] else 12)
+        if e["success"]:
+            assert e["time_to_success_s"] == pytest.approx(e["steps"] / 30)
+    agg = saved["aggregated"]
+    assert set(agg) >= {"avg_sum_reward", "avg_max_reward", "pc_success", "n_episodes", "eval_s", "eval_ep_s",
+                        "pc_success_ci95"}
+    assert agg["pc_success"] == 50.0 and agg["n_episodes"] == 6
+    assert agg["pc_success_ci95"] == pytest.approx([18.76, 81.24], abs=0.01)
+
+
+def test_same_episodes_whatever_the_number_of_envs(tmp_path: Path) -> None:
+    one = _run(tmp_path / "a", n_episodes=5, seed=3, n_envs=1)
+    two = _run(tmp_path / "b", n_episodes=5, seed=3, n_envs=2, max_steps=50)
+    strip = lambda info: [{k: e[k] for k in ("seed", "success", "steps", "sum_reward")} for e in info["per_episode"]]
+    assert strip(one) == strip(two)
+
+
+def test_policy_reset_once_per_batch(tmp_path: Path) -> None:
+    policy = FakePolicy()
+    evaluate_in_sim(policy, n_episodes=3, seed=0, env_id=FAKE_ID, progress=False)
+    assert policy.resets == 3
+
+
+def test_max_steps_cuts_episodes(tmp_path: Path) -> None:
+    info = _run(tmp_path, n_episodes=2, seed=1, max_steps=4)
+    assert [e["steps"] for e in info["per_episode"]] == [4, 4]
+
+
+def test_video_written_and_decodable(tmp_path: Path) -> None:
+    info = _run(tmp_path, n_episodes=3, seed=0, videos=2, env_kwargs={"image_size": (24, 30)})
+    paths = [Path(p) for p in info["video_paths"]]
+    assert [p.name for p in paths] == ["eval_episode_0.mp4", "eval_episode_1.mp4"]
+    assert not (tmp_path / "videos" / "eval_episode_2.mp4").exists()
+    for p, ep in zip(paths, info["per_episode"]):
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        # initial frame + one per step + 0.5 s hold at 30 fps
+        assert len(frames) == 1 + ep["steps"] + 15
+        h, w = frames[0].shape[:2]
+        assert w == 2 * 30 and h == 24 + 16  # two cameras side by side + status bar
+        bar = frames[-1][24:26, 3 * w // 4 :].reshape(-1, 3).mean(axis=0)  # top rows of the bar, right
+        if ep["success"]:
+            assert bar[1] > bar[0] + 40  # green
+        else:
+            assert bar[0] > bar[1] + 40  # red
+        assert p.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="n_episodes"):
+        _run(tmp_path, n_episodes=0)
+    with pytest.raises(ConfigError, match="out_dir"):
+        evaluate_in_sim(FakePolicy(), 1, env_id=FAKE_ID, videos=1, progress=False)
+
+
+def test_resize_pad_keeps_aspect() -> None:
+    img = torch.ones(1, 3, 10, 20)
+    out = resize_images(img, (16, 16), "pad")
+    assert out.shape == (1, 3, 16, 16)
+    assert out[0, 0, :8].sum() == 0 and out[0, 0, 8:].min() > 0.99  # padded at the top
+
+
+def test_policy_error_leaves_no_partial_video(tmp_path: Path) -> None:
+    class Boom(FakePolicy):
+        def select_action(self, batch):
+            if self.calls >= 2:
+                raise RuntimeError("boom")
+            return super().select_action(batch)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        evaluate_in_sim(Boom(), 2, env_id=FAKE_ID, videos=1, out_dir=tmp_path, progress=False)
+    assert not list((tmp_path / "videos").glob("*.mp4*")) and not list((tmp_path / "videos").glob(".*"))
+    assert not (tmp_path / "eval_info.json").exists()
