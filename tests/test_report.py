@@ -189,3 +189,19 @@ def test_eval_info_lerobot_overall_shape(tmp_path: Path) -> None:
     ev = load_eval_info(p)
     assert (ev.successes, ev.n_episodes) == (3, 10)
     assert ev.ci95 == pytest.approx((0.108, 0.603), abs=1e-3)
+
+
+def test_eval_only_and_direct_paths(tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
+    act, _ = two_runs
+    assert load_run(act / "metrics.jsonl").label == "act"
+    ev = load_run(act / "eval" / "eval_info.json")
+    assert ev.source == "eval-only" and ev.sim_evals[0].successes == 8
+    only = load_run(act / "eval")
+    assert only.source == "eval-only" and len(only.sim_evals) == 1
+
+
+def test_non_overlapping_eval_ranges(tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", "act", 8, [], n_steps=10, eval_every=5)  # evals at 40, 80 samples
+    b = make_run(tmp_path, "b", "act", 100, [], n_steps=10, eval_every=5)  # evals at 500, 1000
+    res = write_report([a, b], tmp_path / "out")
+    assert "do not overlap" in res.markdown.read_text()

@@ -79,3 +79,15 @@ def test_preview_lerobot_fixture(lerobot_fixtures: Path, tmp_path: Path) -> None
     pytest.importorskip("robotrain.data.dataset")
     paths = preview_episode(lerobot_fixtures / "so101_fixture_v30", 0, tmp_path)
     assert _is_png(paths["frames"]) and _is_png(paths["trajectories"])
+
+
+def test_preview_cli_wiring(fake_reader: None, tmp_path: Path) -> None:
+    import argparse
+
+    from robotrain.cli._preview import register_preview
+
+    parser = argparse.ArgumentParser()
+    register_preview(parser.add_subparsers())
+    args = parser.parse_args(["preview", str(tmp_path / "ds"), "--episode", "1", "--out", str(tmp_path / "o")])
+    assert args.func(args) == 0
+    assert (tmp_path / "o" / "episode_000001_trajectories.png").is_file()

@@ -90,6 +90,7 @@ class FakePolicy(torch.nn.Module):
 
 def _run(tmp_path: Path, **kw) -> dict:
     kw.setdefault("progress", False)
+    kw.setdefault("n_envs", 1)
     return evaluate_in_sim(FakePolicy(), env_id=FAKE_ID, out_dir=tmp_path, **kw)
 
 
@@ -122,8 +123,11 @@ def test_same_episodes_whatever_the_number_of_envs(tmp_path: Path) -> None:
 
 def test_policy_reset_once_per_batch(tmp_path: Path) -> None:
     policy = FakePolicy()
-    evaluate_in_sim(policy, n_episodes=3, seed=0, env_id=FAKE_ID, progress=False)
+    evaluate_in_sim(policy, n_episodes=3, seed=0, n_envs=1, env_id=FAKE_ID, progress=False)
     assert policy.resets == 3
+    policy = FakePolicy()
+    evaluate_in_sim(policy, n_episodes=3, seed=0, n_envs=2, env_id=FAKE_ID, progress=False)
+    assert policy.resets == 2  # envs of a batch run in lockstep: one reset per batch
 
 
 def test_max_steps_cuts_episodes(tmp_path: Path) -> None:
@@ -157,7 +161,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="n_episodes"):
         _run(tmp_path, n_episodes=0)
     with pytest.raises(ConfigError, match="out_dir"):
-        evaluate_in_sim(FakePolicy(), 1, env_id=FAKE_ID, videos=1, progress=False)
+        evaluate_in_sim(FakePolicy(), 1, n_envs=1, env_id=FAKE_ID, videos=1, progress=False)
 
 
 def test_resize_pad_keeps_aspect() -> None:
@@ -175,6 +179,6 @@ def test_policy_error_leaves_no_partial_video(tmp_path: Path) -> None:
             return super().select_action(batch)
 
     with pytest.raises(RuntimeError, match="boom"):
-        evaluate_in_sim(Boom(), 2, env_id=FAKE_ID, videos=1, out_dir=tmp_path, progress=False)
+        evaluate_in_sim(Boom(), 2, n_envs=1, env_id=FAKE_ID, videos=1, out_dir=tmp_path, progress=False)
     assert not list((tmp_path / "videos").glob("*.mp4*")) and not list((tmp_path / "videos").glob(".*"))
     assert not (tmp_path / "eval_info.json").exists()

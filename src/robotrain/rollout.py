@@ -310,7 +310,7 @@ def evaluate_in_sim(
     policy: torch.nn.Module,
     n_episodes: int,
     seed: int = 0,
-    n_envs: int = 1,
+    n_envs: int | None = None,
     videos: int = 0,
     out_dir: str | Path | None = None,
     image_size: tuple[int, int] | None = None,
@@ -324,6 +324,7 @@ def evaluate_in_sim(
 ) -> dict[str, Any]:
     """Run `policy` closed-loop for `n_episodes` (episode i seeded `seed + i`).
 
+    `n_envs` parallel envs (default: one per CPU core; 1 = a single in-process env);
     `image_size` (H, W) defaults to the policy's `features.image_shape`; `videos` is how
     many of the first episodes to record; `out_dir` (if given) receives `eval_info.json`
     and `videos/eval_episode_<i>.mp4|png`. Returns the eval_info dict:
@@ -331,6 +332,8 @@ def evaluate_in_sim(
     """
     if n_episodes < 1:
         raise ConfigError(f"n_episodes must be >= 1, got {n_episodes}")
+    if n_envs is None:  # one env process per core; the policy shares them
+        n_envs = os.cpu_count() or 1
     if n_envs < 1:
         raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
     if max_steps < 1:
