@@ -182,3 +182,24 @@ def test_policy_error_leaves_no_partial_video(tmp_path: Path) -> None:
         evaluate_in_sim(Boom(), 2, n_envs=1, env_id=FAKE_ID, videos=1, out_dir=tmp_path, progress=False)
     assert not list((tmp_path / "videos").glob("*.mp4*")) and not list((tmp_path / "videos").glob(".*"))
     assert not (tmp_path / "eval_info.json").exists()
+
+
+def test_same_step_autoreset_vector_env() -> None:
+    """Gymnasium's same-step autoreset puts the final obs/info under final_obs/final_info."""
+    from gymnasium.vector import AutoresetMode
+
+    from robotrain.rollout import _EnvBatch
+
+    env = gym.make_vec(FAKE_ID, num_envs=2, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    batch = _EnvBatch(env, vector=True)
+    try:
+        obs = batch.reset([2, 3])  # seed 2 succeeds at step 5
+        for t in range(5):
+            obs, rew, done, infos = batch.step(obs[OBS_STATE] + 1.0)
+        assert done.tolist() == [True, False]
+        assert infos[0]["is_success"] and not infos[1].get("is_success", False)
+        assert float(obs[OBS_STATE][0, 0]) == 2 + 5  # the final state, not the reset one
+        assert int(obs[FRONT][0, 0, 0, 0]) == 20  # seed 2's camera, not a new episode's
+    finally:
+        batch.close()

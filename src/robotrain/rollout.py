@@ -73,7 +73,15 @@ class _EnvBatch:
             return stacked, np.array([float(rew)]), np.array([bool(term or trunc)]), [dict(info)]
         obs, rew, term, trunc, info = self.env.step(actions)
         done = np.logical_or(term, trunc)
-        return dict(obs), np.asarray(rew, dtype=float), done, _split_vector_info(info, self.num_envs, done)
+        obs = dict(obs)
+        final_obs = info.get("final_obs", info.get("final_observation"))
+        if final_obs is not None:  # same-step autoreset: obs already holds the next episode
+            obs = {k: np.array(v) for k, v in obs.items()}
+            for j in np.flatnonzero(done):
+                if final_obs[j] is not None:
+                    for k in obs:
+                        obs[k][j] = final_obs[j][k]
+        return obs, np.asarray(rew, dtype=float), done, _split_vector_info(info, self.num_envs, done)
 
     def close(self) -> None:
         self.env.close()
