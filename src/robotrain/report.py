@@ -165,28 +165,62 @@ _Y_LABELS = {
 }
 
 
+def _ema(ys: np.ndarray, span: int) -> np.ndarray:
+    """Exponential moving average (bias-corrected from the first point)."""
+    alpha = 2.0 / (span + 1)
+    out = np.empty_like(ys)
+    acc = ys[0]
+    for i, y in enumerate(ys):
+        acc = alpha * y + (1 - alpha) * acc
+        out[i] = acc
+    return out
+
+
+def _style_axes(ax: Any, xlabel: str, ylabel: str | None, log_y: bool) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_count(v)))
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_train_metric(runs: list[RunData], key: str, path: Path) -> None:
-    """One PNG: `key` against optimizer steps (left) and samples seen (right), runs overlaid."""
+    """One PNG: `key` against optimizer steps (left) and samples seen (right), runs overlaid.
+
+    Long noisy curves are drawn faintly with an exponential moving average on top.
+    """
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    all_y = []
-    for run in runs:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    all_y: list[float] = []
+    for k, run in enumerate(runs):
+        colour = f"C{k % 10}"
         for ax, x in zip(axes, ("step", "samples")):
             xs, ys = _series(run, x, key)
-            if len(xs):
-                ax.plot(xs, ys, label=run.label, lw=1.4, marker="o" if len(xs) < 30 else None, ms=3)
-                all_y.extend(ys.tolist())
+            if not len(xs):
+                continue
+            all_y.extend(ys.tolist())
+            if len(xs) > 50 and key != "train/lr":
+                ax.plot(xs, ys, color=colour, lw=0.8, alpha=0.25)
+                ax.plot(xs, _ema(ys, max(5, len(xs) // 30)), color=colour, lw=1.6, label=f"{run.label} (EMA)")
+            else:
+                ax.plot(xs, ys, color=colour, lw=1.4, marker="o" if len(xs) < 30 else None, ms=3, label=run.label)
     pos = [v for v in all_y if v > 0]
-    log_y = key != "train/lr" and len(pos) == len(all_y) and pos and max(pos) / min(pos) > 20
-    for ax, xlabel in zip(axes, ("optimizer step", "samples seen")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(_Y_LABELS.get(key, key.removeprefix("train/")))
-        ax.grid(True, alpha=0.3)
-        if log_y:
-            ax.set_yscale("log")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(f"{key} against steps and against samples seen")
+    log_y = key != "train/lr" and len(pos) == len(all_y) and bool(pos) and max(pos) / min(pos) > 20
+    ylabel = _Y_LABELS.get(key, key.removeprefix("train/"))
+    _style_axes(axes[0], "optimizer step", ylabel, log_y)
+    _style_axes(axes[1], "samples seen", None, log_y)
+    fig.suptitle(f"{key} against optimizer steps (left) and samples seen (right)")
     _save(fig, path)
 
 
@@ -200,11 +234,8 @@ def plot_sample_efficiency(runs: list[RunData], grid: np.ndarray, path: Path) ->
             ax.plot(xs, ys, marker="o", ms=4, label=run.label)
     if len(grid):
         ax.axvspan(grid[0], grid[-1], color="grey", alpha=0.12, label="matched range")
-    ax.set_xlabel("samples seen")
-    ax.set_ylabel("offline action error (joint units; lower is better)")
     ax.set_title("Sample efficiency: held-out action error vs samples seen")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _style_axes(ax, "samples seen", "offline action error (joint units; lower is better)", False)
     _save(fig, path)
 
 
@@ -355,7 +386,8 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
             rows = []
             for g_i, g in enumerate(grid):
                 vals = [interp_at(r, "eval/action_error", grid)[g_i] for r in evaluated]
-                best = int(np.nanargmin(vals)) if not all(np.isnan(vals)) else -1
+                finite = [v for v in vals if np.isfinite(v)]
+                best = int(np.nanargmin(vals)) if finite and finite.count(min(finite)) == 1 else -1
                 rows.append([_fmt_count(g)] + [
                     (f"**{_fmt(v)}**" if k == best and len(evaluated) > 1 else _fmt(v)) for k, v in enumerate(vals)
                 ])
