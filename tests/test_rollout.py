@@ -203,3 +203,39 @@ def test_same_step_autoreset_vector_env() -> None:
         assert int(obs[FRONT][0, 0, 0, 0]) == 20  # seed 2's camera, not a new episode's
     finally:
         batch.close()
+
+
+def test_expert_replay_succeeds_in_the_real_sim(tmp_path: Path) -> None:
+    """Integration with the sim: replaying the scripted expert's actions open-loop on the
+    same seeds must succeed, and evaluate_in_sim must see it (physics only, no images)."""
+    expert = pytest.importorskip("robotrain.sim.expert")
+    from robotrain.sim.env import SO101PickPlaceEnv
+
+    seeds = [0, 1]
+    env = SO101PickPlaceEnv(render=False)
+    try:
+        plans = {s: expert.run_episode(env, s) for s in seeds}
+    finally:
+        env.close()
+    if not all(p["success"] for p in plans.values()):
+        pytest.skip("the expert itself failed one of these seeds")
+
+    class Replay(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.episode, self.t = -1, 0
+
+        def reset(self) -> None:
+            self.episode, self.t = self.episode + 1, 0
+
+        def select_action(self, batch) -> torch.Tensor:
+            actions = plans[seeds[self.episode]]["action"]
+            a = actions[min(self.t, len(actions) - 1)]
+            self.t += 1
+            return torch.as_tensor(a)[None]
+
+    info = evaluate_in_sim(Replay(), len(seeds), seed=0, n_envs=1, out_dir=tmp_path, progress=False,
+                           env_kwargs={"render": False})
+    assert [e["success"] for e in info["per_episode"]] == [True, True]
+    for e in info["per_episode"]:
+        assert 0 < e["time_to_success_s"] <= 10.0 and e["steps"] <= 300
