@@ -60,6 +60,21 @@ def fake_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "robotrain.data.dataset", dsm)
 
 
+class FakeColumnarDataset(FakeDataset):
+    """A reader with `column(key)`: trajectories then come without decoding any video."""
+
+    decoded: list[int] = []
+
+    def __getitem__(self, i: int) -> dict:
+        self.decoded.append(i)
+        return super().__getitem__(i)
+
+    def column(self, key: str) -> np.ndarray:
+        if key == "timestamp":
+            return np.arange(self.n) / 30
+        return np.repeat(np.arange(self.n, dtype=np.float32)[:, None] + (key == ACTION), 6, axis=1)
+
+
 def _is_png(p: Path) -> bool:
     return p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -68,6 +83,14 @@ def test_preview_with_fake_reader(fake_reader: None, tmp_path: Path) -> None:
     paths = preview_episode(tmp_path / "ds", 1, tmp_path / "out")
     assert paths["frames"].name == "episode_000001_frames.png"
     assert _is_png(paths["frames"]) and _is_png(paths["trajectories"])
+
+
+def test_preview_decodes_only_picked_frames(fake_reader: None, tmp_path: Path) -> None:
+    sys.modules["robotrain.data.dataset"].LeRobotDataset = FakeColumnarDataset
+    FakeColumnarDataset.decoded = []
+    paths = preview_episode(tmp_path / "ds", 0, tmp_path / "out", n_frames=4)
+    assert FakeColumnarDataset.decoded == [0, 6, 13, 19]
+    assert _is_png(paths["trajectories"])
 
 
 def test_preview_unknown_episode(fake_reader: None, tmp_path: Path) -> None:

@@ -120,6 +120,34 @@ def plot_trajectories(
     _save(fig, path)
 
 
+def _trajectories(ds: Any, n: int, fps: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """state (T, D), action (T, D) or None, timestamps (T,) of every frame of `ds`.
+
+    Uses the reader's columnar `column(key)` (no video decoding); a reader without it is
+    walked item by item, which decodes every frame.
+    """
+    if hasattr(ds, "column"):
+        state = np.asarray(ds.column(OBS_STATE), dtype=np.float32).reshape(n, -1)
+        try:
+            action = np.asarray(ds.column(ACTION), dtype=np.float32).reshape(n, -1)
+        except KeyError:
+            action = None
+        try:
+            t = np.asarray(ds.column(TIMESTAMP), dtype=np.float64).reshape(n)
+        except KeyError:
+            t = np.arange(n) / fps
+        return state, action, t
+    states, actions, times = [], [], []
+    for i in range(n):
+        item = ds[i]
+        states.append(np.asarray(item[OBS_STATE], dtype=np.float32))
+        if ACTION in item:
+            actions.append(np.asarray(item[ACTION], dtype=np.float32).reshape(-1, states[-1].shape[-1])[0])
+        times.append(float(item.get(TIMESTAMP, i / fps)))
+    action = np.stack(actions) if len(actions) == n else None
+    return np.stack(states), action, np.asarray(times)
+
+
 def preview_episode(
     dataset_root: str | Path, episode: int, out_dir: str | Path, n_frames: int = DEFAULT_N_FRAMES
 ) -> dict[str, Path]:
@@ -141,22 +169,15 @@ def preview_episode(
     cams = list(meta.camera_keys)
     picks = sorted(set(np.linspace(0, n - 1, min(n_frames, n)).round().astype(int).tolist()))
 
-    states, actions, times = [], [], []
     frames: dict[str, list[np.ndarray]] = {c: [] for c in cams}
-    for i in range(n):
-        item = ds[i]  # decodes every camera: a preview trades speed for touching no cache
-        states.append(np.asarray(item[OBS_STATE], dtype=np.float32))
-        if ACTION in item:
-            actions.append(np.asarray(item[ACTION], dtype=np.float32).reshape(-1, states[-1].shape[-1])[0])
-        times.append(float(item.get(TIMESTAMP, i / meta.fps)))
-        if i in picks:
-            for c in cams:
-                frames[c].append(_to_uint8_hwc(item[c]))
-    state = np.stack(states)  # (T, D)
-    action = np.stack(actions) if len(actions) == n else None  # (T, D)
-    t = np.asarray(times)
+    for i in picks:
+        item = ds[i]  # decodes only the picked frames (no cache is written)
+        for c in cams:
+            frames[c].append(_to_uint8_hwc(item[c]))
+    state, action, t = _trajectories(ds, n, meta.fps)  # (T, D), (T, D) | None, (T,)
+    times = t.tolist()
     tasks = _field(record, "tasks") if isinstance(record, dict) or hasattr(record, "tasks") else []
-    task = tasks[0] if isinstance(tasks, list) and tasks else ""
+    task = str(tasks[0]) if isinstance(tasks, (list, tuple)) and tasks else ""
     title = f"{root.name} episode {episode} ({n} frames, {meta.fps} fps) {task}".strip()
 
     out = Path(out_dir)
