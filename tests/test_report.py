@@ -205,3 +205,16 @@ def test_non_overlapping_eval_ranges(tmp_path: Path) -> None:
     b = make_run(tmp_path, "b", "act", 100, [], n_steps=10, eval_every=5)  # evals at 500, 1000
     res = write_report([a, b], tmp_path / "out")
     assert "do not overlap" in res.markdown.read_text()
+
+
+def test_resolved_device_and_global_batch_from_checkpoint(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "ddp", "act", 8, [])
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["device"] = "auto"
+    (run / "config.json").write_text(json.dumps(cfg))
+    pm = run / "checkpoints" / "000020" / "pretrained_model"
+    pm.mkdir(parents=True)
+    (pm / "train_config.json").write_text(json.dumps({"batch_size": 8, "policy": {"type": "act", "device": "cuda"},
+                                                      "robotrain": {"world_size": 2}}))
+    loaded = load_run(run)
+    assert (loaded.device, loaded.batch_size) == ("cuda", 16)

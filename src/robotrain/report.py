@@ -406,9 +406,13 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
             last_rows.append([
                 r.label, _fmt_count(e.get("step")), _fmt_count(e.get("samples")),
                 _fmt(e.get("eval/action_error")), _fmt(e.get("eval/first_action_error")),
+                _fmt(e.get("eval/baseline_action_error")),
                 *(cells + ["—"] * (6 - len(cells))),
             ])
-        md.append(md_table(["run", "step", "samples", "action error", "first-action error", *joint_short], last_rows))
+        md.append(md_table(["run", "step", "samples", "action error", "first-action error",
+                            "mean-action baseline", *joint_short], last_rows))
+        md += ["", "The mean-action baseline always predicts the training set's mean action: a policy "
+               "must beat it by a wide margin before its action error means anything."]
     else:
         md.append("No `eval/action_error` lines in any run's metrics.jsonl.")
 

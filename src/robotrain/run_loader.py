@@ -234,6 +234,19 @@ def load_metrics_jsonl(path: Path) -> tuple[list[dict[str, float]], list[dict[st
     return train, evals
 
 
+def _first_str(path: Path, key: str) -> str | None:
+    """`key` of the first metrics line that has it as a string (e.g. a resolved device)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get(key), str):
+                return rec[key]
+    return None
+
+
 def _fill_samples(records: list[dict[str, Any]], batch_size: int | None) -> None:
     for rec in records:
         if "samples" not in rec and batch_size:
@@ -253,6 +266,15 @@ def load_robotrain_run(run_dir: Path, label: str) -> RunData:
         logger.warning("%s: missing; batch size, device and policy are unknown", config_path)
     batch = _find_key(config, ("batch_size",))
     device = _find_key(config, ("device",))
+    # train.py saves the requested device ("auto") and the per-process batch; the
+    # checkpoint's train_config.json (or a metrics line) may hold the resolved values.
+    ckpt_cfg = _lerobot_train_config(run_dir)
+    ckpt_policy = ckpt_cfg.get("policy") if isinstance(ckpt_cfg.get("policy"), dict) else {}
+    if device in (None, "auto"):
+        device = ckpt_policy.get("device") or _first_str(run_dir / METRICS_JSONL, "device") or device
+    world = _find_key(ckpt_cfg.get("robotrain", {}), ("world_size",)) if isinstance(ckpt_cfg.get("robotrain"), dict) else None
+    if isinstance(batch, (int, float)) and isinstance(world, int) and world > 1:
+        batch = int(batch) * world  # the global batch: what one optimizer step sees
     run = RunData(
         label=label,
         path=run_dir,
