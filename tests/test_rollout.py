@@ -239,3 +239,24 @@ def test_expert_replay_succeeds_in_the_real_sim(tmp_path: Path) -> None:
     assert [e["success"] for e in info["per_episode"]] == [True, True]
     for e in info["per_episode"]:
         assert 0 < e["time_to_success_s"] <= 10.0 and e["steps"] <= 300
+
+
+def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from robotrain.rollout import default_eval_dir, evaluate_checkpoint_in_sim
+    from robotrain.run_loader import load_run
+
+    loaded = []
+    fake = types.ModuleType("robotrain.checkpoint")
+    fake.load_policy = lambda path, device="cpu": loaded.append((Path(path), device)) or FakePolicy()
+    monkeypatch.setitem(sys.modules, "robotrain.checkpoint", fake)
+    run = tmp_path / "run"
+    (run / "checkpoints" / "000100" / "pretrained_model").mkdir(parents=True)
+    (run / "checkpoints" / "last").symlink_to("000100")
+    assert default_eval_dir(run / "checkpoints" / "last") == run / "eval" / "000100"
+    evaluate_checkpoint_in_sim(run / "checkpoints" / "last", 2, n_envs=1, env_id=FAKE_ID, progress=False)
+    assert loaded[0][0] == run / "checkpoints" / "last" / "pretrained_model"
+    assert (run / "eval" / "000100" / "eval_info.json").is_file()
+    assert len(load_run(run / "eval").sim_evals) == 1

@@ -463,3 +463,43 @@ def summarize(per_episode: list[dict[str, Any]], eval_s: float) -> dict[str, Any
             "seeds": [e["seed"] for e in per_episode],
         },
     }
+
+
+def default_eval_dir(checkpoint: str | Path) -> Path:
+    """Where sim results of a checkpoint go so `robotrain report RUN` finds them:
+    `<run>/checkpoints/<step>[/pretrained_model]` -> `<run>/eval/<step>/`."""
+    ckpt = Path(checkpoint)
+    if ckpt.name == "pretrained_model":
+        ckpt = ckpt.parent
+    if ckpt.parent.name == "checkpoints":
+        step = ckpt.resolve().name if ckpt.is_symlink() else ckpt.name  # "last" -> its step
+        return ckpt.parent.parent / "eval" / step
+    return ckpt / "eval"
+
+
+def evaluate_checkpoint_in_sim(
+    checkpoint: str | Path,
+    n_episodes: int,
+    seed: int = 0,
+    n_envs: int | None = None,
+    videos: int = 0,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Load a checkpoint (`<run>/checkpoints/<step>` or its `pretrained_model/`) and run
+    `evaluate_in_sim`; results go to `out_dir` (default: `default_eval_dir(checkpoint)`).
+
+    Example:
+        python -c "from robotrain.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
+    """
+    from robotrain.checkpoint import load_policy
+    from robotrain.constants import PRETRAINED_MODEL_DIR
+
+    ckpt = Path(checkpoint)
+    pretrained = ckpt / PRETRAINED_MODEL_DIR if (ckpt / PRETRAINED_MODEL_DIR).is_dir() else ckpt
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(pretrained, device=device)
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(ckpt)
+    return evaluate_in_sim(policy, n_episodes, seed=seed, n_envs=n_envs, videos=videos, out_dir=out, **kwargs)
