@@ -155,7 +155,8 @@ def parse_big_number(text: str) -> tuple[float, float]:
 
 # --------------------------------------------------------------------- eval_info.json
 def load_eval_info(path: Path) -> SimEval:
-    """Parse an `eval_info.json` (ours, LeRobot's `aggregated` or 0.4's `overall` shape)."""
+    """Parse an `eval_info.json`: ours / LeRobot <= 0.3 (`per_episode` + `aggregated`) or
+    LeRobot >= 0.4 (`per_task[].metrics.successes` + `overall`)."""
     info = _read_json(path)
     if not isinstance(info, dict):
         raise RobotrainError("eval_info.json must hold a JSON object", path)
@@ -175,6 +176,16 @@ def load_eval_info(path: Path) -> SimEval:
             t = _as_float(ep.get("time_to_success_s"))
             if ep["success"] and t is not None:
                 tts.append(t)
+        n, k = len(successes_list), sum(successes_list)
+    elif isinstance(info.get("per_task"), list) and info["per_task"]:
+        # LeRobot >= 0.4: {"per_task": [{"task_group", "task_id", "metrics": {"successes": [...]}}]}
+        for i, task in enumerate(info["per_task"]):
+            metrics = task.get("metrics") if isinstance(task, dict) else None
+            if not isinstance(metrics, dict) or not isinstance(metrics.get("successes"), list):
+                raise RobotrainError(f"per_task[{i}] has no metrics.successes list", path)
+            successes_list += [bool(x) for x in metrics["successes"]]
+        if not successes_list:
+            raise RobotrainError("per_task lists no episodes", path)
         n, k = len(successes_list), sum(successes_list)
     else:
         n_raw, pc = agg.get("n_episodes"), _as_float(agg.get("pc_success"))
