@@ -260,3 +260,14 @@ def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypat
     assert loaded[0][0] == run / "checkpoints" / "last" / "pretrained_model"
     assert (run / "eval" / "000100" / "eval_info.json").is_file()
     assert len(load_run(run / "eval").sim_evals) == 1
+
+
+def test_wrong_action_shape_is_a_clear_error(tmp_path: Path) -> None:
+    from robotrain.errors import SimulationError
+
+    class Chunky(FakePolicy):
+        def select_action(self, batch):
+            return super().select_action(batch)[:, None].repeat(1, 5, 1)  # (B, chunk, 6)
+
+    with pytest.raises(SimulationError, match=r"must return \(1, action_dim\).*\(1, 5, 6\)"):
+        evaluate_in_sim(Chunky(), 1, n_envs=1, env_id=FAKE_ID, progress=False)

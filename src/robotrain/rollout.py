@@ -391,8 +391,10 @@ def evaluate_in_sim(
                     batch = obs_to_batch(obs, camera_keys, image_size, device, resize_mode)
                     action = policy.select_action(batch)  # (B, 6) joint units
                     action_np = action.detach().to("cpu", torch.float32).numpy()
-                    if action_np.shape[0] != B:
-                        raise SimulationError(f"policy returned {action_np.shape[0]} actions for {B} envs")
+                    if action_np.ndim != 2 or action_np.shape[0] != B:
+                        raise SimulationError(
+                            f"policy.select_action must return ({B}, action_dim) for {B} envs, "
+                            f"got shape {tuple(action_np.shape)}")
                     obs, rew, env_done, infos = envs.step(action_np)
                     for j in np.flatnonzero(~done):
                         sum_r[j] += rew[j]
