@@ -125,6 +125,7 @@ def test_policy_reset_once_per_batch(tmp_path: Path) -> None:
     policy = FakePolicy()
     evaluate_in_sim(policy, n_episodes=3, seed=0, n_envs=1, env_id=FAKE_ID, progress=False)
     assert policy.resets == 3
+    assert policy.training  # the mode it had before is restored
     policy = FakePolicy()
     evaluate_in_sim(policy, n_episodes=3, seed=0, n_envs=2, env_id=FAKE_ID, progress=False)
     assert policy.resets == 2  # envs of a batch run in lockstep: one reset per batch

@@ -361,6 +361,7 @@ def evaluate_in_sim(
     per_episode: list[dict[str, Any]] = []
     video_paths: list[str] = []
     t0 = time.perf_counter()
+    was_training = policy.training
     policy.eval()
     recorders: dict[int, EpisodeVideo] = {}
     try:
@@ -432,6 +433,7 @@ def evaluate_in_sim(
         raise
     finally:
         envs.close()
+        policy.train(was_training)  # callable from inside a training loop
 
     eval_s = time.perf_counter() - t0
     info = summarize(per_episode, eval_s)
