@@ -422,7 +422,7 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
     md += ["", "## Success in simulation", ""]
     md.append(
         "From every `eval_info.json` found anywhere below each run directory (e.g. "
-        "`RUN/eval/eval_info.json`). Intervals are 95% Wilson score intervals; with a few dozen "
+        "`RUN/eval/<step>/eval_info.json`, where `evaluate_checkpoint_in_sim` writes). Intervals are 95% Wilson score intervals; with a few dozen "
         "episodes they are wide, so overlapping intervals mean *no demonstrated difference*."
     )
     if evals:
