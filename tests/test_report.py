@@ -224,7 +224,8 @@ def test_eval_info_lerobot_04_per_task(tmp_path: Path) -> None:
     p = tmp_path / "eval_info.json"
     p.write_text(json.dumps({
         "per_task": [{"task_group": "so101", "task_id": 0,
-                      "metrics": {"sum_rewards": [1, 0, 1], "max_rewards": [1, 0, 1], "successes": [True, False, True]}}],
+                      "metrics": {"sum_rewards": [1, 0, 1], "max_rewards": [1, 0, 1],
+                                  "successes": [True, False, True]}}],
         "per_group": {}, "overall": {"pc_success": 66.7, "n_episodes": 3, "avg_sum_reward": 0.67}}))
     ev = load_eval_info(p)
     assert (ev.successes, ev.n_episodes, ev.per_episode_success) == (2, 3, [True, False, True])

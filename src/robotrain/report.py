@@ -422,8 +422,8 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
     md += ["", "## Success in simulation", ""]
     md.append(
         "From every `eval_info.json` found anywhere below each run directory (e.g. "
-        "`RUN/eval/<step>/eval_info.json`, where `evaluate_checkpoint_in_sim` writes). Intervals are 95% Wilson score intervals; with a few dozen "
-        "episodes they are wide, so overlapping intervals mean *no demonstrated difference*."
+        "`RUN/eval/<step>/eval_info.json`, where `evaluate_checkpoint_in_sim` writes). Intervals are "
+        "95% Wilson score intervals; with a few dozen episodes they are wide, so overlapping intervals mean *no demonstrated difference*."
     )
     if evals:
         rows = [[r.label, _rel(ev.path, r.path if r.path.is_dir() else r.path.parent), ev.n_episodes,

@@ -306,7 +306,8 @@ class EpisodeVideo:
 
 # ------------------------------------------------------------------------ evaluation
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     return Progress(
         TextColumn("[bold]sim eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -376,8 +377,8 @@ def evaluate_in_sim(
                     camera_keys = tuple(sorted(k for k in obs if is_image_key(k)))
                 policy.reset()
                 recorders = {
-                    i: EpisodeVideo(out / "videos" / f"eval_episode_{i}.mp4", fps, camera_keys,  # type: ignore[operator]
-                                    f"ep {i} seed {seed + i}", max_steps)
+                    i: EpisodeVideo(out / "videos" / f"eval_episode_{i}.mp4",  # type: ignore[operator]
+                                    fps, camera_keys, f"ep {i} seed {seed + i}", max_steps)
                     for i in eps if i < videos
                 }
                 sum_r, max_r = np.zeros(B), np.full(B, -np.inf)

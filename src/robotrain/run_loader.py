@@ -283,7 +283,8 @@ def load_robotrain_run(run_dir: Path, label: str) -> RunData:
     ckpt_policy = ckpt_cfg.get("policy") if isinstance(ckpt_cfg.get("policy"), dict) else {}
     if device in (None, "auto"):
         device = ckpt_policy.get("device") or _first_str(run_dir / METRICS_JSONL, "device") or device
-    world = _find_key(ckpt_cfg.get("robotrain", {}), ("world_size",)) if isinstance(ckpt_cfg.get("robotrain"), dict) else None
+    ours = ckpt_cfg.get("robotrain")
+    world = _find_key(ours, ("world_size",)) if isinstance(ours, dict) else None
     if isinstance(batch, (int, float)) and isinstance(world, int) and world > 1:
         batch = int(batch) * world  # the global batch: what one optimizer step sees
     run = RunData(
@@ -443,7 +444,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         return load_lerobot_run(path, None, label)
     if (path / METRICS_JSONL).is_file():
         return load_robotrain_run(path, label)
-    logs = [p for p in sorted(path.iterdir()) if p.suffix in LEROBOT_LOG_SUFFIXES and p.is_file() and _is_lerobot_log(p)]
+    logs = [p for p in sorted(path.iterdir())
+            if p.suffix in LEROBOT_LOG_SUFFIXES and p.is_file() and _is_lerobot_log(p)]
     if len(logs) > 1:
         logger.warning("%s: several LeRobot logs, using %s", path, logs[0].name)
     if logs or (path / "checkpoints").is_dir() or (path / "pretrained_model").is_dir():
