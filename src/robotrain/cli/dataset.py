@@ -1,0 +1,155 @@
+"""`robotrain dataset ...`: inspect, validate and pre-cache LeRobot datasets.
+
+Examples:
+    robotrain dataset info ../shared/fixtures/so101_fixture_v30
+    robotrain dataset validate ../shared/fixtures/so101_fixture_v21
+    robotrain dataset cache ../shared/fixtures/so101_fixture_v30 --size 240x320 [--pad] [--cache-dir D]
+
+Each sub-subcommand is a `register_<name>(subparsers)` function listed in
+`DATASET_SUBCOMMANDS`; a new one (convert, preview, ...) is one more function there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from robotrain.errors import ConfigError
+
+EXIT_PROBLEMS = 1
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'240x320' -> (240, 320) as (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 240x320, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"height and width must be positive, got {text!r}")
+    return h, w
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# ------------------------------------------------------------------------------ info
+def register_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="episodes, frames, fps, features, cameras and tasks of a dataset")
+    p.add_argument("path", help="dataset root (holds meta/, data/, videos/)")
+    p.set_defaults(func=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from robotrain.data.format import load_meta
+
+    meta = load_meta(args.path)
+    duration = meta.total_frames / meta.fps
+    print(f"dataset   {meta.root}")
+    print(f"format    LeRobot {meta.version}   robot {meta.robot_type or '-'}")
+    print(f"episodes  {meta.total_episodes}   frames {meta.total_frames}   fps {meta.fps}   "
+          f"duration {duration:.1f} s ({duration / 60:.1f} min)")
+    print("features")
+    for name, feat in meta.features.items():
+        if name in meta.camera_keys:
+            continue
+        names = feat.get("names")
+        extra = f"  {', '.join(map(str, names))}" if isinstance(names, list) and names else ""
+        print(f"  {name:<28} {feat['dtype']:<8} {feat['shape']}{extra}")
+    print("cameras")
+    for key in meta.camera_keys:
+        h, w, _ = meta.camera_shape(key)
+        vinfo = meta.features[key].get("info") or {}
+        print(f"  {key:<28} {h}x{w}  {vinfo.get('video.codec', '?')} {vinfo.get('video.pix_fmt', '')}".rstrip())
+    print("tasks")
+    for i, task in enumerate(meta.tasks):
+        print(f"  {i:>3}  {task}")
+    return 0
+
+
+# -------------------------------------------------------------------------- validate
+def register_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check meta, data and videos; exit 1 listing every problem")
+    p.add_argument("path", help="dataset root")
+    p.set_defaults(func=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    import sys
+
+    from robotrain.data.format import validate_dataset
+
+    problems = validate_dataset(args.path)
+    if not problems:
+        print(f"ok: {args.path} is a valid LeRobot dataset")
+        return 0
+    print(f"robotrain: {len(problems)} problem(s) in {args.path}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_PROBLEMS
+
+
+# ----------------------------------------------------------------------------- cache
+def register_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="decode every video once into the memory-mapped frame cache")
+    p.add_argument("path", help="dataset root")
+    p.add_argument("--size", type=parse_size, default=None, metavar="HxW",
+                   help="frame size, e.g. 240x320 (default: native)")
+    p.add_argument("--pad", action="store_true", help="keep aspect ratio and pad left/top to --size")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache root (default: $ROBOTRAIN_CACHE_DIR or ~/.cache/robotrain/frames)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if a complete cache exists")
+    p.set_defaults(func=run_cache)
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from robotrain.data.cache import build_cache, ensure_cache
+    from robotrain.data.format import load_meta
+
+    if args.pad and args.size is None:
+        raise ConfigError("--pad needs --size HxW")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    meta = load_meta(args.path)
+    if not meta.camera_keys:
+        print(f"{args.path} has no video features; nothing to cache")
+        return 0
+    mode = "pad" if args.pad else "resize"
+    t0 = time.perf_counter()
+    if args.rebuild:
+        cache, built = build_cache(meta, args.size, mode, args.cache_dir, args.workers), True
+    else:
+        cache, built = ensure_cache(meta, args.size, mode, args.cache_dir, args.workers)
+    seconds = time.perf_counter() - t0
+    print(f"{'built' if built else 'reused'} frame cache {cache.path}")
+    for key, shape in cache.shapes.items():
+        print(f"  {key:<28} {shape[0]} frames x {shape[2]}x{shape[3]}")
+    print(f"size on disk {_human_bytes(cache.size_bytes)}   time {seconds:.1f} s")
+    return 0
+
+
+DATASET_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    register_info,
+    register_validate,
+    register_cache,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("dataset", help="inspect, validate and cache LeRobot datasets")
+    sub = parser.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
+    for add in DATASET_SUBCOMMANDS:
+        add(sub)
+    parser.set_defaults(func=lambda args: _no_subcommand(parser))
+
+
+def _no_subcommand(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2

@@ -1,0 +1,308 @@
+"""Decode every video once into uint8 memory-mapped arrays (one per camera).
+
+Per-sample video decoding dominates LeRobot's step time, and every DataLoader worker
+decodes again (reference §7). Here each camera becomes one `(total_frames, 3, H, W)`
+uint8 `.npy` file at the policy's resolution, indexed by global frame index; a
+DataLoader worker maps it read-only, so the OS page cache is shared by all workers and
+no video is touched again.
+
+Layout: `<cache_dir>/<key>/{<camera_key>.npy, complete.json}` where `key` hashes the
+dataset's content (meta files, data/video file names, sizes and mtimes), the resolution
+and the resize mode. The directory is built under a temporary name and renamed when
+complete (`atomic_directory`), and `complete.json` is written last: a killed build
+never looks complete, and a cache without a valid marker is rebuilt.
+
+Example:
+    PYTHONPATH=src python -m robotrain dataset cache ../shared/fixtures/so101_fixture_v30 --size 96x96 --pad
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robotrain.constants import TIMESTAMP
+from robotrain.data.format import DatasetMeta, load_frame_table
+from robotrain.data.video import DEFAULT_TOLERANCE_S, RESIZE_MODES, iter_frames_at, padded_size, resize_uint8
+from robotrain.errors import ConfigError, DatasetError, RobotrainError
+from robotrain.io_utils import atomic_directory, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "ROBOTRAIN_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/robotrain/frames")
+CACHE_FORMAT_VERSION = 1
+COMPLETE_MARKER = "complete.json"
+BUILDER_PID_FILE = "builder.pid"
+_RESIZE_BATCH = 32  # frames resized together in a worker
+# Below this many frames (all cameras), worker processes cost more than they save.
+_MIN_FRAMES_FOR_POOL = 2000
+
+
+@dataclass(frozen=True)
+class FrameCache:
+    """A complete cache: `open(key)` gives the read-only (N, 3, H, W) uint8 memmap."""
+
+    path: Path
+    shapes: dict[str, tuple[int, int, int, int]]
+
+    def file(self, key: str) -> Path:
+        return self.path / f"{key}.npy"
+
+    def open(self, key: str) -> np.ndarray:
+        return np.load(self.file(key), mmap_mode="r")
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self.file(k).stat().st_size for k in self.shapes)
+
+
+def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """Argument, else $ROBOTRAIN_CACHE_DIR, else ~/.cache/robotrain/frames."""
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
+    return Path(cache_dir).expanduser()
+
+
+def frame_size(meta: DatasetMeta, key: str, image_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) of cached frames of camera `key` (native when `image_size` is None)."""
+    if image_size is None:
+        h, w, _ = meta.camera_shape(key)
+        return h, w
+    return int(image_size[0]), int(image_size[1])
+
+
+def _check_args(image_size: tuple[int, int] | None, resize_mode: str) -> None:
+    if resize_mode not in RESIZE_MODES:
+        raise ConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    if image_size is not None:
+        if len(image_size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in image_size):
+            raise ConfigError(f"image_size must be (height, width) positive integers, got {image_size!r}")
+
+
+def cache_key(meta: DatasetMeta, image_size: tuple[int, int] | None, resize_mode: str) -> str:
+    """Hash of what the frames depend on: meta file contents, data/video file identities
+    (name, size, mtime), the resolution and the resize mode."""
+    h = hashlib.sha256()
+    h.update(f"robotrain-frames-v{CACHE_FORMAT_VERSION}|{image_size}|{resize_mode}|".encode())
+    root = meta.root
+    for path in sorted((root / "meta").rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    for path in sorted(set(meta.data_files()) | set(meta.video_files())):
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def _expected_shapes(meta: DatasetMeta, image_size: tuple[int, int] | None) -> dict[str, tuple[int, int, int, int]]:
+    return {k: (meta.total_frames, 3, *frame_size(meta, k, image_size)) for k in meta.camera_keys}
+
+
+def find_cache(
+    meta: DatasetMeta,
+    image_size: tuple[int, int] | None = None,
+    resize_mode: str = "resize",
+    cache_dir: str | Path | None = None,
+) -> FrameCache | None:
+    """The complete cache for these settings, or None (missing, interrupted or damaged)."""
+    _check_args(image_size, resize_mode)
+    key = cache_key(meta, image_size, resize_mode)
+    path = resolve_cache_dir(cache_dir) / key
+    return _load_complete(path, key, _expected_shapes(meta, image_size))
+
+
+def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, int]]) -> FrameCache | None:
+    marker = path / COMPLETE_MARKER
+    if not path.is_dir():
+        return None
+    try:
+        info = json.loads(marker.read_text())
+        if info.get("key") != key:
+            raise ValueError("marker key differs")
+        for k, shape in shapes.items():
+            arr = np.load(path / f"{k}.npy", mmap_mode="r")
+            if tuple(arr.shape) != shape or arr.dtype != np.uint8:
+                raise ValueError(f"{k}.npy has shape {arr.shape}, expected {shape}")
+    except (OSError, ValueError) as exc:
+        log.warning("frame cache %s is incomplete or damaged (%s); rebuilding it", path, exc)
+        return None
+    return FrameCache(path, shapes)
+
+
+def _remove_dead_builds(cache_dir: Path, key: str) -> None:
+    """Temporary directories of builds whose process is gone (killed) are removed."""
+    for tmp in cache_dir.glob(f".{key}.tmp-*"):
+        try:
+            pid = int((tmp / BUILDER_PID_FILE).read_text())
+            os.kill(pid, 0)
+            continue  # still building
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            if time.time() - tmp.stat().st_mtime < 3600:
+                continue
+        log.info("removing interrupted frame cache build %s", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _decode_task(task: tuple) -> tuple[int, str | None, str | None]:
+    """Worker: decode one episode of one camera into rows [row0, row0+n) of the .npy."""
+    npy, row0, video, times, native, image_size, mode, threads = task
+    try:
+        arr = np.load(npy, mmap_mode="r+")
+        batch: list[np.ndarray] = []
+        start = row0
+
+        def flush() -> None:
+            nonlocal start, batch
+            if batch:
+                out = resize_uint8(np.stack(batch), image_size, mode)
+                arr[start : start + len(batch)] = out
+                start += len(batch)
+                batch = []
+
+        for _, frame in iter_frames_at(video, times, DEFAULT_TOLERANCE_S, threads=threads):
+            if frame.shape[:2] != native:
+                raise DatasetError(
+                    f"decoded frames are {frame.shape[0]}x{frame.shape[1]} but info.json declares "
+                    f"{native[0]}x{native[1]}", video)
+            batch.append(frame)
+            if len(batch) == _RESIZE_BATCH:
+                flush()
+        flush()
+        arr.flush()
+        del arr
+        return len(times), None, None
+    except RobotrainError as exc:
+        return 0, exc.reason, str(exc.path) if exc.path else None
+
+
+def build_cache(
+    meta: DatasetMeta,
+    image_size: tuple[int, int] | None = None,
+    resize_mode: str = "resize",
+    cache_dir: str | Path | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    timestamps: np.ndarray | None = None,
+) -> FrameCache:
+    """Decode all frames of every camera once (episodes in parallel) into a new cache.
+
+    `timestamps` (total_frames,) are the data parquet's; read here when not given.
+    """
+    _check_args(image_size, resize_mode)
+    root_dir = resolve_cache_dir(cache_dir)
+    key = cache_key(meta, image_size, resize_mode)
+    shapes = _expected_shapes(meta, image_size)
+    if timestamps is None:
+        timestamps = load_frame_table(meta)[TIMESTAMP]
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    try:
+        root_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the cache directory: {exc.strerror}", root_dir) from exc
+    _remove_dead_builds(root_dir, key)
+    total_work = meta.total_frames * len(meta.camera_keys)
+    if num_workers is None:
+        num_workers = 0 if total_work < _MIN_FRAMES_FOR_POOL else (os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    with atomic_directory(root_dir / key) as tmp:
+        (tmp / BUILDER_PID_FILE).write_text(str(os.getpid()))
+        tasks = []
+        for cam, shape in shapes.items():
+            npy = tmp / f"{cam}.npy"
+            np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape).flush()
+            native = meta.camera_shape(cam)[:2]
+            for ep in meta.episodes:
+                span = ep.videos[cam]
+                times = span.from_timestamp + timestamps[ep.dataset_from_index : ep.dataset_to_index]
+                threads = 1 if num_workers > 1 else 0
+                tasks.append((str(npy), ep.dataset_from_index, str(span.path), times, native,
+                              image_size, resize_mode, threads))
+        tasks.sort(key=lambda t: -len(t[3]))  # long episodes first: better load balance
+        _run_tasks(tasks, num_workers, total_work, progress, meta)
+        atomic_write_json(tmp / COMPLETE_MARKER, {
+            "key": key,
+            "dataset": str(meta.root.resolve()),
+            "image_size": list(image_size) if image_size else None,
+            "resize_mode": resize_mode,
+            "shapes": {k: list(v) for k, v in shapes.items()},
+            "build_seconds": round(time.perf_counter() - t0, 3),
+            "format_version": CACHE_FORMAT_VERSION,
+        })
+        (tmp / BUILDER_PID_FILE).unlink()
+    log.info("frame cache built in %.1fs at %s", time.perf_counter() - t0, root_dir / key)
+    return FrameCache(root_dir / key, shapes)
+
+
+def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool, meta: DatasetMeta) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("decoding frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+        job = bar.add_task("decode", total=total)
+
+        def handle(result: tuple[int, str | None, str | None]) -> None:
+            n, reason, path = result
+            if reason is not None:
+                raise DatasetError(reason, path)
+            bar.advance(job, n)
+
+        if num_workers <= 1:
+            for task in tasks:
+                handle(_decode_task(task))
+            return
+        ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/arrow threads
+        with ctx.Pool(min(num_workers, len(tasks))) as pool:
+            for result in pool.imap_unordered(_decode_task, tasks):
+                handle(result)
+
+
+def ensure_cache(
+    meta: DatasetMeta,
+    image_size: tuple[int, int] | None = None,
+    resize_mode: str = "resize",
+    cache_dir: str | Path | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    timestamps: np.ndarray | None = None,
+) -> tuple[FrameCache, bool]:
+    """The cache for these settings, built if missing. Returns (cache, built_now).
+
+    Processes that ask at the same time (e.g. torchrun ranks) take a file lock, so one
+    builds and the others wait and reuse its cache.
+    """
+    found = find_cache(meta, image_size, resize_mode, cache_dir)
+    if found is not None:
+        return found, False
+    root_dir = resolve_cache_dir(cache_dir)
+    try:
+        root_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(root_dir / f".{cache_key(meta, image_size, resize_mode)}.lock", "a")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"cannot create the cache directory: {exc.strerror}", root_dir) from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        found = find_cache(meta, image_size, resize_mode, cache_dir)
+        if found is not None:
+            return found, False
+        return build_cache(meta, image_size, resize_mode, cache_dir, num_workers, progress, timestamps), True
+
+
+def padded_region(meta: DatasetMeta, key: str, image_size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the real image inside a padded frame (padding is on the left/top)."""
+    h, w, _ = meta.camera_shape(key)
+    return padded_size(h, w, image_size)

@@ -1,0 +1,749 @@
+"""Parse and validate LeRobot dataset metadata (format v3.0 and v2.1).
+
+Everything that reads `meta/`, a data parquet or (for validation) an mp4 header is here,
+so the rest of robotrain sees one `DatasetMeta` whatever the on-disk version. Every
+problem is a `DatasetError` that names the file and the field at fault.
+
+Example:
+    python -c "from robotrain.data.format import load_meta; \
+print(load_meta('../shared/fixtures/so101_fixture_v30'))"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from robotrain.constants import (
+    ACTION,
+    EPISODE_INDEX,
+    FRAME_INDEX,
+    INDEX,
+    OBS_STATE,
+    TASK_INDEX,
+    TIMESTAMP,
+)
+from robotrain.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSIONS = ("v3.0", "v2.1")
+INFO_JSON = "meta/info.json"
+STATS_JSON = "meta/stats.json"
+TASKS_PARQUET = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+EPISODES_JSONL = "meta/episodes.jsonl"
+EPISODES_STATS_JSONL = "meta/episodes_stats.jsonl"
+TASKS_JSONL = "meta/tasks.jsonl"
+# LeRobot's default tolerance between a requested and a stored timestamp (seconds).
+TIMESTAMP_TOLERANCE_S = 1e-4
+VIDEO_DTYPES = ("video",)
+
+
+@dataclass(frozen=True)
+class VideoSpan:
+    """Where one episode of one camera lives: a file and its start time inside it.
+
+    v3.0 concatenates episodes in one mp4, so frame t of the episode is at
+    `from_timestamp + t`; v2.1 has one file per episode and `from_timestamp == 0`.
+    """
+
+    path: Path
+    from_timestamp: float
+    to_timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """One episode: its global frame range [dataset_from_index, dataset_to_index)."""
+
+    episode_index: int
+    length: int
+    dataset_from_index: int
+    dataset_to_index: int
+    tasks: tuple[str, ...]
+    data_path: Path
+    videos: dict[str, VideoSpan] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:  # also readable like LeRobot's dict records
+        return getattr(self, key)
+
+
+@dataclass
+class DatasetMeta:
+    """Everything about a dataset except its frames. Arrays of stats keep their shapes
+    as stored (images: per channel [3, 1, 1], values in [0, 1])."""
+
+    root: Path
+    version: str
+    fps: int
+    features: dict[str, dict]
+    camera_keys: tuple[str, ...]
+    robot_type: str | None
+    stats: dict[str, dict[str, np.ndarray]]
+    tasks: list[str]
+    episodes: list[EpisodeRecord]
+    total_frames: int
+    total_episodes: int
+    info: dict[str, Any]
+
+    @property
+    def state_dim(self) -> int:
+        return _feature_size(self.features[OBS_STATE]) if OBS_STATE in self.features else 0
+
+    @property
+    def action_dim(self) -> int:
+        return _feature_size(self.features[ACTION]) if ACTION in self.features else 0
+
+    @property
+    def video_keys(self) -> tuple[str, ...]:
+        return self.camera_keys
+
+    @property
+    def data_keys(self) -> tuple[str, ...]:
+        """Features stored in the parquet files (everything except the cameras)."""
+        return tuple(k for k in self.features if k not in self.camera_keys)
+
+    def episode(self, episode_index: int) -> EpisodeRecord:
+        for ep in self.episodes:
+            if ep.episode_index == episode_index:
+                return ep
+        raise DatasetError(f"episode {episode_index} does not exist", self.root)
+
+    def camera_shape(self, key: str) -> tuple[int, int, int]:
+        """(height, width, channels) declared for camera `key`."""
+        return _hwc(self.features[key], key, self.root / INFO_JSON)
+
+    def data_files(self) -> list[Path]:
+        seen: dict[Path, None] = {}
+        for ep in self.episodes:
+            seen.setdefault(ep.data_path, None)
+        return list(seen)
+
+    def video_files(self) -> list[Path]:
+        seen: dict[Path, None] = {}
+        for ep in self.episodes:
+            for key in self.camera_keys:
+                seen.setdefault(ep.videos[key].path, None)
+        return list(seen)
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetMeta(root={str(self.root)!r}, version={self.version}, fps={self.fps}, "
+            f"episodes={self.total_episodes}, frames={self.total_frames}, cameras={self.camera_keys})"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Problems:
+    """Collects problems (validate) or raises the first one (load)."""
+
+    def __init__(self, collect: bool) -> None:
+        self.collect = collect
+        self.items: list[str] = []
+
+    def add(self, reason: str, path: Path) -> None:
+        err = DatasetError(reason, path)
+        if not self.collect:
+            raise err
+        self.items.append(str(err))
+
+
+def _feature_size(feature: dict) -> int:
+    return int(math.prod(feature["shape"]))
+
+
+def _hwc(feature: dict, key: str, path: Path) -> tuple[int, int, int]:
+    shape = list(feature["shape"])
+    names = feature.get("names") or ["height", "width", "channels"]
+    if len(shape) != 3:
+        raise DatasetError(f"features.{key}.shape must have 3 entries, got {shape}", path)
+    dims = dict(zip(names, shape))
+    if {"height", "width", "channels"} <= set(dims):
+        return int(dims["height"]), int(dims["width"]), int(dims["channels"])
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DatasetError("file is missing", path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"invalid JSON ({exc})", path) from exc
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DatasetError("file is missing", path)
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"line {lineno}: invalid JSON ({exc})", path) from exc
+        if not isinstance(row, dict):
+            raise DatasetError(f"line {lineno}: expected a JSON object", path)
+        rows.append(row)
+    return rows
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a parquet file; a missing, truncated or corrupt file is a DatasetError."""
+    if not path.is_file():
+        raise DatasetError("file is missing", path)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read parquet (truncated or corrupt?): {exc}", path) from exc
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise DatasetError("file is missing", path)
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read parquet (truncated or corrupt?): {exc}", path) from exc
+
+
+def _require(d: dict, key: str, kind: type | tuple[type, ...], path: Path, where: str = "") -> Any:
+    if key not in d:
+        raise DatasetError(f"missing field '{where}{key}'", path)
+    value = d[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise DatasetError(f"field '{where}{key}' has invalid value {value!r}", path)
+    return value
+
+
+# --------------------------------------------------------------------------- info.json
+
+
+def _parse_info(root: Path) -> dict[str, Any]:
+    path = root / INFO_JSON
+    if not root.is_dir():
+        raise DatasetError("dataset directory does not exist", root)
+    info = _read_json(path)
+    if not isinstance(info, dict):
+        raise DatasetError("expected a JSON object", path)
+    version = _require(info, "codebase_version", str, path)
+    if version not in SUPPORTED_VERSIONS:
+        raise DatasetError(
+            f"field 'codebase_version' is {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}", path
+        )
+    fps = _require(info, "fps", (int, float), path)
+    if fps <= 0 or int(fps) != fps:
+        raise DatasetError(f"field 'fps' must be a positive integer, got {fps!r}", path)
+    for key in ("total_episodes", "total_frames"):
+        if _require(info, key, int, path) < 0:
+            raise DatasetError(f"field '{key}' must be >= 0", path)
+    _require(info, "data_path", str, path)
+    features = _require(info, "features", dict, path)
+    for name, feat in features.items():
+        where = f"features.{name}."
+        if not isinstance(feat, dict):
+            raise DatasetError(f"field 'features.{name}' must be an object", path)
+        dtype = _require(feat, "dtype", str, path, where)
+        shape = _require(feat, "shape", list, path, where)
+        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise DatasetError(f"field '{where}shape' must be a list of positive integers, got {shape}", path)
+        if dtype == "image":
+            raise DatasetError(
+                f"feature '{name}' stores images inside the parquet (dtype 'image'); only video "
+                "features are supported",
+                path,
+            )
+        if dtype in VIDEO_DTYPES:
+            h, w, c = _hwc(feat, name, path)
+            if c != 3:
+                raise DatasetError(f"field '{where}shape' must have 3 channels, got {shape}", path)
+            vfps = (feat.get("info") or {}).get("video.fps")
+            if vfps is not None and abs(float(vfps) - float(fps)) > 1e-6:
+                raise DatasetError(
+                    f"fps mismatch: field '{where}info.video.fps' is {vfps} but 'fps' is {fps}", path
+                )
+            if (feat.get("info") or {}).get("video.height", h) != h or (feat.get("info") or {}).get(
+                "video.width", w
+            ) != w:
+                raise DatasetError(f"field '{where}info' video.height/width disagree with shape {shape}", path)
+    if any(f["dtype"] in VIDEO_DTYPES for f in features.values()):
+        _require(info, "video_path", str, path)
+    for key in (TIMESTAMP, FRAME_INDEX, EPISODE_INDEX, INDEX, TASK_INDEX):
+        if key not in features:
+            raise DatasetError(f"missing field 'features.{key}'", path)
+    return info
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _parse_tasks(root: Path, version: str) -> list[str]:
+    if version == "v3.0":
+        path = root / TASKS_PARQUET
+        table = read_parquet(path)
+        if TASK_INDEX not in table.column_names:
+            raise DatasetError(f"missing column '{TASK_INDEX}'", path)
+        text_col = next(
+            (c for c in ("task", "__index_level_0__") if c in table.column_names),
+            next((c for c in table.column_names if c != TASK_INDEX), None),
+        )
+        if text_col is None:
+            raise DatasetError("no task string column (expected 'task' or the pandas index)", path)
+        pairs = list(zip(table.column(TASK_INDEX).to_pylist(), table.column(text_col).to_pylist()))
+    else:
+        path = root / TASKS_JSONL
+        rows = _read_jsonl(path)
+        pairs = []
+        for i, row in enumerate(rows):
+            if not isinstance(row.get("task_index"), int) or not isinstance(row.get("task"), str):
+                raise DatasetError(f"line {i + 1}: needs integer 'task_index' and string 'task'", path)
+            pairs.append((row["task_index"], row["task"]))
+    pairs.sort(key=lambda p: p[0])
+    if [p[0] for p in pairs] != list(range(len(pairs))):
+        raise DatasetError(f"field 'task_index' must be 0..{len(pairs) - 1}, got {[p[0] for p in pairs]}", path)
+    return [str(p[1]) for p in pairs]
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _to_arrays(stats: dict, path: Path) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if not isinstance(stats, dict):
+        raise DatasetError("stats must be an object of features", path)
+    for feat, per_stat in stats.items():
+        if not isinstance(per_stat, dict):
+            raise DatasetError(f"field '{feat}' must be an object of statistics", path)
+        out[feat] = {}
+        for name, value in per_stat.items():
+            try:
+                out[feat][name] = np.asarray(value)
+            except ValueError as exc:
+                raise DatasetError(f"field '{feat}.{name}' is not a regular array", path) from exc
+    return out
+
+
+def aggregate_stats(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Combine per-episode stats the way LeRobot does: min of mins, max of maxes,
+    count-weighted mean, pooled variance; quantiles as count-weighted means."""
+    keys: dict[str, None] = {}
+    for s in per_episode:
+        for k in s:
+            keys.setdefault(k, None)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key in keys:
+        eps = [s[key] for s in per_episode if key in s]
+        counts = np.array([float(np.asarray(e.get("count", [1])).reshape(-1)[0]) for e in eps])
+        total = counts.sum()
+        w = counts / total if total > 0 else np.full(len(eps), 1.0 / len(eps))
+        agg: dict[str, np.ndarray] = {}
+        names = eps[0].keys()
+        for name in names:
+            vals = [np.asarray(e[name], dtype=np.float64) for e in eps if name in e]
+            if len(vals) != len(eps):
+                continue
+            stack = np.stack(vals)
+            wb = w.reshape((-1,) + (1,) * (stack.ndim - 1))
+            if name == "min":
+                agg[name] = stack.min(axis=0)
+            elif name == "max":
+                agg[name] = stack.max(axis=0)
+            elif name == "count":
+                agg[name] = np.array([int(total)], dtype=np.int64)
+            elif name in ("mean", "std"):
+                continue
+            else:
+                agg[name] = (stack * wb).sum(axis=0)
+        if "mean" in names:
+            means = np.stack([np.asarray(e["mean"], dtype=np.float64) for e in eps])
+            wb = w.reshape((-1,) + (1,) * (means.ndim - 1))
+            mean = (means * wb).sum(axis=0)
+            agg["mean"] = mean
+            if "std" in names:
+                stds = np.stack([np.asarray(e["std"], dtype=np.float64) for e in eps])
+                var = (wb * (stds**2 + (means - mean) ** 2)).sum(axis=0)
+                agg["std"] = np.sqrt(var)
+        out[key] = agg
+    return out
+
+
+def _episode_stats_from_table(table: pa.Table) -> list[dict[str, dict[str, np.ndarray]]]:
+    cols = [c for c in table.column_names if c.startswith("stats/")]
+    rows: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in range(table.num_rows)]
+    for col in cols:
+        _, rest = col.split("/", 1)
+        feat, name = rest.rsplit("/", 1)
+        for i, value in enumerate(table.column(col).to_pylist()):
+            if value is not None:
+                rows[i].setdefault(feat, {})[name] = np.asarray(value)
+    return rows
+
+
+def _parse_stats(root: Path, version: str, episodes_table: pa.Table | None) -> dict[str, dict[str, np.ndarray]]:
+    if version == "v3.0":
+        path = root / STATS_JSON
+        if path.is_file():
+            return _to_arrays(_read_json(path), path)
+        if episodes_table is not None and any(c.startswith("stats/") for c in episodes_table.column_names):
+            log.warning("%s is missing; aggregating the per-episode stats", path)
+            return aggregate_stats(_episode_stats_from_table(episodes_table))
+        raise DatasetError("file is missing (and the episodes carry no stats)", path)
+    path = root / EPISODES_STATS_JSONL
+    if not path.is_file() and (root / STATS_JSON).is_file():
+        return _to_arrays(_read_json(root / STATS_JSON), root / STATS_JSON)
+    rows = _read_jsonl(path)
+    per_ep = []
+    for i, row in enumerate(rows):
+        if "stats" not in row:
+            raise DatasetError(f"line {i + 1}: missing field 'stats'", path)
+        per_ep.append(_to_arrays(row["stats"], path))
+    if not per_ep:
+        raise DatasetError("no episode stats", path)
+    return aggregate_stats(per_ep)
+
+
+def _check_stats(stats: dict[str, dict[str, np.ndarray]], features: dict, camera_keys: tuple[str, ...],
+                 path: Path, problems: _Problems) -> None:
+    for key, per_stat in stats.items():
+        if key not in features:
+            continue
+        if key in camera_keys:
+            expected: tuple[int, ...] = (3, 1, 1)
+        else:
+            expected = tuple(features[key]["shape"])
+        for name in ("mean", "std", "min", "max"):
+            if name not in per_stat:
+                continue
+            shape = per_stat[name].shape
+            if shape != expected and not (expected == (1,) and shape == ()):
+                problems.add(f"field '{key}.{name}' has shape {list(shape)}, expected {list(expected)}", path)
+    for key in (OBS_STATE, ACTION, *camera_keys):
+        if key in features and key not in stats:
+            problems.add(f"no stats for feature '{key}'", path)
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+def _v3_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> tuple[list[EpisodeRecord], pa.Table]:
+    ep_dir = root / EPISODES_DIR
+    files = sorted(ep_dir.glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise DatasetError("no episodes parquet files (meta/episodes/chunk-*/file-*.parquet)", ep_dir)
+    required = ["episode_index", "length", "dataset_from_index", "dataset_to_index", "tasks",
+                "data/chunk_index", "data/file_index"]
+    for key in camera_keys:
+        required += [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
+    tables = []
+    for path in files:
+        table = read_parquet(path)
+        for col in required:
+            if col not in table.column_names:
+                raise DatasetError(f"missing column '{col}'", path)
+        tables.append((path, table))
+    full = pa.concat_tables([t for _, t in tables], promote_options="permissive")
+    records: list[EpisodeRecord] = []
+    for path, table in tables:
+        cols = {c: table.column(c).to_pylist() for c in required}
+        to_ts = {k: (table.column(f"videos/{k}/to_timestamp").to_pylist()
+                     if f"videos/{k}/to_timestamp" in table.column_names else [None] * table.num_rows)
+                 for k in camera_keys}
+        for i in range(table.num_rows):
+            try:
+                data_path = root / info["data_path"].format(
+                    chunk_index=cols["data/chunk_index"][i], file_index=cols["data/file_index"][i]
+                )
+                videos = {}
+                for k in camera_keys:
+                    vpath = root / info["video_path"].format(
+                        video_key=k,
+                        chunk_index=cols[f"videos/{k}/chunk_index"][i],
+                        file_index=cols[f"videos/{k}/file_index"][i],
+                    )
+                    videos[k] = VideoSpan(vpath, float(cols[f"videos/{k}/from_timestamp"][i]), to_ts[k][i])
+            except (KeyError, IndexError, ValueError) as exc:
+                raise DatasetError(f"data_path/video_path template cannot be filled: {exc}", root / INFO_JSON) from exc
+            ep_tasks = cols["tasks"][i] or []
+            if isinstance(ep_tasks, str):
+                ep_tasks = [ep_tasks]
+            records.append(
+                EpisodeRecord(
+                    episode_index=int(cols["episode_index"][i]),
+                    length=int(cols["length"][i]),
+                    dataset_from_index=int(cols["dataset_from_index"][i]),
+                    dataset_to_index=int(cols["dataset_to_index"][i]),
+                    tasks=tuple(ep_tasks),
+                    data_path=data_path,
+                    videos=videos,
+                )
+            )
+    return records, full
+
+
+def _v21_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> list[EpisodeRecord]:
+    path = root / EPISODES_JSONL
+    rows = _read_jsonl(path)
+    chunks_size = int(info.get("chunks_size", 1000))
+    parsed = []
+    for i, row in enumerate(rows):
+        for key, kind in (("episode_index", int), ("length", int), ("tasks", list)):
+            if not isinstance(row.get(key), kind):
+                raise DatasetError(f"line {i + 1}: missing or invalid field '{key}'", path)
+        parsed.append(row)
+    parsed.sort(key=lambda r: r["episode_index"])
+    records = []
+    start = 0
+    for row in parsed:
+        ep = row["episode_index"]
+        chunk = ep // chunks_size
+        try:
+            data_path = root / info["data_path"].format(episode_chunk=chunk, episode_index=ep)
+            videos = {
+                k: VideoSpan(root / info["video_path"].format(episode_chunk=chunk, video_key=k, episode_index=ep), 0.0)
+                for k in camera_keys
+            }
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DatasetError(f"data_path/video_path template cannot be filled: {exc}", root / INFO_JSON) from exc
+        records.append(
+            EpisodeRecord(ep, row["length"], start, start + row["length"], tuple(row["tasks"]), data_path, videos)
+        )
+        start += row["length"]
+    return records
+
+
+def _check_episodes(meta: DatasetMeta, problems: _Problems) -> None:
+    info_path = meta.root / INFO_JSON
+    ep_path = meta.root / (EPISODES_DIR if meta.version == "v3.0" else EPISODES_JSONL)
+    eps = meta.episodes
+    indices = [e.episode_index for e in eps]
+    if len(set(indices)) != len(indices):
+        problems.add("field 'episode_index' has duplicates", ep_path)
+    if len(eps) != meta.info["total_episodes"]:
+        problems.add(f"field 'total_episodes' is {meta.info['total_episodes']} but {len(eps)} episodes are listed", info_path)
+    total = sum(e.length for e in eps)
+    if total != meta.info["total_frames"]:
+        problems.add(f"field 'total_frames' is {meta.info['total_frames']} but the episode lengths sum to {total}", info_path)
+    expected_start = 0
+    for e in sorted(eps, key=lambda e: e.dataset_from_index):
+        if e.length <= 0:
+            problems.add(f"episode {e.episode_index}: field 'length' must be > 0, got {e.length}", ep_path)
+        if e.dataset_to_index - e.dataset_from_index != e.length:
+            problems.add(
+                f"episode {e.episode_index}: dataset_from_index..dataset_to_index "
+                f"[{e.dataset_from_index}, {e.dataset_to_index}) disagrees with length {e.length}", ep_path)
+        if e.dataset_from_index != expected_start:
+            problems.add(
+                f"episode {e.episode_index}: field 'dataset_from_index' is {e.dataset_from_index}, "
+                f"expected {expected_start} (ranges must be contiguous)", ep_path)
+        expected_start = e.dataset_to_index
+        for t in e.tasks:
+            if t not in meta.tasks:
+                problems.add(f"episode {e.episode_index}: task {t!r} is not in the tasks table", ep_path)
+
+
+def _check_files(meta: DatasetMeta, problems: _Problems) -> None:
+    """Cheap checks from parquet footers: schema vs features, row counts per file."""
+    rows_per_file: dict[Path, int] = {}
+    for e in meta.episodes:
+        rows_per_file[e.data_path] = rows_per_file.get(e.data_path, 0) + e.length
+    for path, expected_rows in rows_per_file.items():
+        try:
+            pf = _parquet_file(path)
+        except DatasetError as exc:
+            problems.add(exc.reason, path)
+            continue
+        schema = pf.schema_arrow
+        if pf.metadata.num_rows != expected_rows:
+            problems.add(
+                f"has {pf.metadata.num_rows} rows but the episodes stored in it have {expected_rows} frames", path)
+        for key in meta.data_keys:
+            feat = meta.features[key]
+            if key not in schema.names:
+                problems.add(f"missing column '{key}' (declared in info.json features)", path)
+                continue
+            typ = schema.field(key).type
+            size = _feature_size(feat)
+            if pa.types.is_fixed_size_list(typ):
+                if typ.list_size != size:
+                    problems.add(
+                        f"column '{key}' has {typ.list_size} values per frame but features.{key}.shape is "
+                        f"{feat['shape']}", path)
+            elif not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and size != 1:
+                problems.add(f"column '{key}' is a scalar but features.{key}.shape is {feat['shape']}", path)
+    for vpath in meta.video_files():
+        if not vpath.is_file():
+            problems.add("video file is missing", vpath)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
+    root = Path(root)
+    info = _parse_info(root)
+    version = info["codebase_version"]
+    features = info["features"]
+    camera_keys = tuple(sorted(k for k, f in features.items() if f["dtype"] in VIDEO_DTYPES))
+    tasks = _parse_tasks(root, version)
+    episodes_table = None
+    if version == "v3.0":
+        episodes, episodes_table = _v3_episodes(root, info, camera_keys)
+    else:
+        episodes = _v21_episodes(root, info, camera_keys)
+    episodes.sort(key=lambda e: e.episode_index)
+    stats = _parse_stats(root, version, episodes_table)
+    meta = DatasetMeta(
+        root=root,
+        version=version,
+        fps=int(info["fps"]),
+        features=features,
+        camera_keys=camera_keys,
+        robot_type=info.get("robot_type"),
+        stats=stats,
+        tasks=tasks,
+        episodes=episodes,
+        total_frames=int(info["total_frames"]),
+        total_episodes=int(info["total_episodes"]),
+        info=info,
+    )
+    stats_path = root / (STATS_JSON if version == "v3.0" else EPISODES_STATS_JSONL)
+    _check_episodes(meta, problems)
+    _check_files(meta, problems)
+    _check_stats(stats, features, camera_keys, stats_path, problems)
+    return meta
+
+
+def load_meta(root: str | Path) -> DatasetMeta:
+    """Parse `root/meta` (v3.0 or v2.1) and check it against the data files' footers.
+
+    Raises DatasetError naming the file and field of the first problem found.
+    """
+    return _load(root, _Problems(collect=False))
+
+
+# --------------------------------------------------------------------------- frame table
+
+
+def _column_to_numpy(col: pa.ChunkedArray, key: str, shape: list[int], path: Path) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    typ = arr.type
+    n = len(arr)
+    size = int(math.prod(shape))
+    if pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        if arr.null_count:
+            raise DatasetError(f"column '{key}' has null values", path)
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        if values.size != n * size:
+            raise DatasetError(
+                f"column '{key}' has {values.size / max(n, 1):g} values per frame but features.{key}.shape is {shape}",
+                path)
+        return values.reshape((n, *shape))
+    if size != 1:
+        raise DatasetError(f"column '{key}' is a scalar but features.{key}.shape is {shape}", path)
+    if arr.null_count:
+        raise DatasetError(f"column '{key}' has null values", path)
+    return arr.to_numpy(zero_copy_only=False)  # (N,) scalars stay scalars, like LeRobot's rows
+
+
+def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
+    """Read every data parquet once into numpy arrays indexed by global frame index.
+
+    Returns {column: (total_frames, *shape)} for every non-video feature (scalar
+    features as (total_frames,)). Checks that each episode's rows are where the
+    episode table says, and that timestamps advance by 1/fps.
+    """
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in meta.data_keys}
+    for path in meta.data_files():
+        table = read_parquet(path, columns=list(meta.data_keys))
+        for key in meta.data_keys:
+            chunks[key].append(_column_to_numpy(table.column(key), key, meta.features[key]["shape"], path))
+    columns = {k: (np.concatenate(v) if len(v) > 1 else v[0]) for k, v in chunks.items()}
+    n = len(columns[INDEX])
+    if n != meta.total_frames:
+        raise DatasetError(f"data files hold {n} frames but 'total_frames' is {meta.total_frames}",
+                           meta.root / INFO_JSON)
+    # Rows may be ordered by file; place them by their global `index` column.
+    index = columns[INDEX].astype(np.int64)
+    if not np.array_equal(index, np.arange(n)):
+        if np.array_equal(np.sort(index), np.arange(n)):
+            order = np.argsort(index, kind="stable")
+            columns = {k: v[order] for k, v in columns.items()}
+        else:
+            raise DatasetError("column 'index' is not a permutation of 0..total_frames-1", meta.data_files()[0])
+    tol = TIMESTAMP_TOLERANCE_S
+    for e in meta.episodes:
+        sl = slice(e.dataset_from_index, e.dataset_to_index)
+        ep_col = columns[EPISODE_INDEX][sl]
+        if not np.all(ep_col == e.episode_index):
+            raise DatasetError(
+                f"episode {e.episode_index}: rows [{e.dataset_from_index}, {e.dataset_to_index}) of column "
+                f"'episode_index' hold {sorted(set(ep_col.tolist()))[:5]}; episode ranges do not match the data",
+                e.data_path)
+        if not np.array_equal(columns[FRAME_INDEX][sl], np.arange(e.length)):
+            raise DatasetError(f"episode {e.episode_index}: column 'frame_index' is not 0..{e.length - 1}", e.data_path)
+        ts = columns[TIMESTAMP][sl].astype(np.float64)
+        if len(ts) > 1:
+            diffs = np.diff(ts)
+            bad = np.abs(diffs - 1.0 / meta.fps) > tol + 1e-6
+            if bad.any():
+                j = int(np.argmax(bad))
+                raise DatasetError(
+                    f"episode {e.episode_index}: fps mismatch, column 'timestamp' steps by {diffs[j]:.6f}s at frame "
+                    f"{j + 1} but fps is {meta.fps} ({1.0 / meta.fps:.6f}s)", e.data_path)
+    tidx = columns[TASK_INDEX]
+    if tidx.size and (tidx.min() < 0 or tidx.max() >= len(meta.tasks)):
+        raise DatasetError(f"column 'task_index' has values outside 0..{len(meta.tasks) - 1}", meta.data_files()[0])
+    return columns
+
+
+def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
+    """Open each mp4 and compare its stream with info.json (cheap: headers only)."""
+    from robotrain.data.video import probe_video  # local: keeps format.py importable without av
+
+    for key in meta.camera_keys:
+        h, w, _ = meta.camera_shape(key)
+        paths = {ep.videos[key].path for ep in meta.episodes}
+        for path in sorted(paths):
+            if not path.is_file():
+                continue  # already reported as missing
+            try:
+                probe = probe_video(path)
+            except DatasetError as exc:
+                yield str(exc)
+                continue
+            if (probe.height, probe.width) != (h, w):
+                yield str(DatasetError(
+                    f"stream is {probe.height}x{probe.width} but features.{key}.shape says {h}x{w}", path))
+            if probe.fps is not None and abs(probe.fps - meta.fps) > 0.01:
+                yield str(DatasetError(f"fps mismatch: stream is {probe.fps:g} fps but 'fps' is {meta.fps}", path))
+
+
+def validate_dataset(root: str | Path) -> list[str]:
+    """Every problem found in a dataset (empty list: clean). Used by `robotrain dataset validate`."""
+    problems = _Problems(collect=True)
+    try:
+        meta = _load(root, problems)
+    except DatasetError as exc:
+        return problems.items + [str(exc)]
+    if problems.items:
+        # Data-level checks would only repeat the same problems in other words.
+        return problems.items + list(iter_problems_videos(meta))
+    try:
+        load_frame_table(meta)
+    except DatasetError as exc:
+        problems.items.append(str(exc))
+    problems.items.extend(iter_problems_videos(meta))
+    return problems.items

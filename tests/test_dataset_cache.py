@@ -1,0 +1,157 @@
+"""The decode-once frame cache: keyed, reused, atomic, rebuilt after an interrupted build."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from dataset_helpers import FRONT, V21, V30, WRIST, edit_info, writable_copy
+
+import robotrain.data.cache as cache_mod
+from robotrain.data.cache import (
+    BUILDER_PID_FILE,
+    COMPLETE_MARKER,
+    build_cache,
+    cache_key,
+    ensure_cache,
+    find_cache,
+    resolve_cache_dir,
+)
+from robotrain.data.dataset import LeRobotDataset
+from robotrain.data.format import load_meta
+
+
+def test_build_then_reuse(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    meta = load_meta(lerobot_fixtures / V30)
+    assert find_cache(meta, (48, 64), "resize", tmp_path) is None
+    cache, built = ensure_cache(meta, (48, 64), "resize", tmp_path, progress=False)
+    assert built and (cache.path / COMPLETE_MARKER).is_file()
+    assert cache.shapes == {FRONT: (123, 3, 48, 64), WRIST: (123, 3, 48, 64)}
+    frames = cache.open(FRONT)
+    assert frames.dtype == np.uint8 and not frames.flags.writeable and frames[60].std() > 10
+    again, built = ensure_cache(meta, (48, 64), "resize", tmp_path, progress=False)
+    assert not built and again.path == cache.path
+    assert cache.size_bytes == sum(cache.file(k).stat().st_size for k in (FRONT, WRIST))
+    # other resolution / mode / dataset -> other key
+    keys = {cache_key(meta, (48, 64), "resize"), cache_key(meta, (48, 64), "pad"), cache_key(meta, None, "resize"),
+            cache_key(load_meta(lerobot_fixtures / V21), (48, 64), "resize")}
+    assert len(keys) == 4
+
+
+def test_key_follows_dataset_content(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    root = writable_copy(lerobot_fixtures / V30, tmp_path / "ds")
+    before = cache_key(load_meta(root), None, "resize")
+    edit_info(root, robot_type="koch")
+    assert cache_key(load_meta(root), None, "resize") != before
+
+
+def test_cache_dir_from_env(lerobot_fixtures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBOTRAIN_CACHE_DIR", str(tmp_path / "env_cache"))
+    assert resolve_cache_dir() == tmp_path / "env_cache"
+    assert resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    ds = LeRobotDataset(lerobot_fixtures / V21, image_size=(24, 32), progress=False)
+    assert ds.cache is not None and ds.cache.path.parent == tmp_path / "env_cache"
+    monkeypatch.delenv("ROBOTRAIN_CACHE_DIR")
+    assert resolve_cache_dir() == Path("~/.cache/robotrain/frames").expanduser()
+
+
+@pytest.mark.slow  # spawns 2 processes that import torch
+def test_parallel_build_equals_serial(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    meta = load_meta(lerobot_fixtures / V21)
+    serial = build_cache(meta, (24, 32), "pad", tmp_path / "a", num_workers=0, progress=False)
+    parallel = build_cache(meta, (24, 32), "pad", tmp_path / "b", num_workers=2, progress=False)
+    for key in (FRONT, WRIST):
+        np.testing.assert_array_equal(serial.open(key), parallel.open(key))
+
+
+def test_interrupted_build_never_looks_complete(lerobot_fixtures: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    meta = load_meta(lerobot_fixtures / V30)
+    real = cache_mod._decode_task
+    calls = {"n": 0}
+
+    def dies_midway(task):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # a Ctrl-C in the middle of the build
+        return real(task)
+
+    monkeypatch.setattr(cache_mod, "_decode_task", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(meta, (48, 64), "resize", tmp_path, num_workers=0, progress=False)
+    assert find_cache(meta, (48, 64), "resize", tmp_path) is None
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is gone too
+    monkeypatch.setattr(cache_mod, "_decode_task", real)
+    _, built = ensure_cache(meta, (48, 64), "resize", tmp_path, progress=False)
+    assert built
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_killed_build_is_detected_and_rebuilt(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    meta = load_meta(lerobot_fixtures / V30)
+    key = cache_key(meta, (48, 64), "resize")
+    # What `kill -9` leaves: a temporary dir of a dead builder, and (say) a final dir
+    # someone copied without its completion marker.
+    stale = tmp_path / f".{key}.tmp-abc123"
+    stale.mkdir(parents=True)
+    (stale / BUILDER_PID_FILE).write_text(str(_dead_pid()))
+    (stale / f"{FRONT}.npy").write_bytes(b"half")
+    final = tmp_path / key
+    final.mkdir()
+    np.save(final / f"{FRONT}.npy", np.zeros((123, 3, 48, 64), np.uint8))
+    assert find_cache(meta, (48, 64), "resize", tmp_path) is None
+
+    result = run_cli("dataset", "cache", str(lerobot_fixtures / V30), "--size", "48x64", "--cache-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "built" in result.stdout and "size on disk" in result.stdout
+    assert not stale.exists()
+    cache = find_cache(meta, (48, 64), "resize", tmp_path)
+    assert cache is not None and cache.open(FRONT)[10].std() > 10
+
+
+def test_damaged_complete_cache_is_rebuilt(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    meta = load_meta(lerobot_fixtures / V21)
+    cache = build_cache(meta, (24, 32), "resize", tmp_path, progress=False)
+    np.save(cache.file(WRIST), np.zeros((5, 3, 24, 32), np.uint8))  # wrong shape under a valid marker
+    assert find_cache(meta, (24, 32), "resize", tmp_path) is None
+    rebuilt, built = ensure_cache(meta, (24, 32), "resize", tmp_path, progress=False)
+    assert built and rebuilt.open(WRIST).shape == (135, 3, 24, 32)
+
+
+def test_cli_cache_builds_then_reuses(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    args = ("dataset", "cache", str(lerobot_fixtures / V21), "--size", "32x32", "--pad", "--cache-dir", str(tmp_path))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "built" in first.stdout and "32x32" in first.stdout and "size on disk" in first.stdout
+    second = run_cli(*args)
+    assert second.returncode == 0 and "reused" in second.stdout
+
+
+def test_cli_cache_bad_flags(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    result = run_cli("dataset", "cache", str(lerobot_fixtures / V21), "--pad", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "--pad needs --size" in result.stderr
+    result = run_cli("dataset", "cache", str(tmp_path / "missing"), "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_concurrent_builders_share_one_build(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    import threading
+
+    meta = load_meta(lerobot_fixtures / V21)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        ensure_cache(meta, (24, 32), "resize", tmp_path, num_workers=0, progress=False)[1])) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, True]
