@@ -98,9 +98,10 @@ def test_preview_unknown_episode(fake_reader: None, tmp_path: Path) -> None:
         preview_episode(tmp_path / "ds", 5, tmp_path / "out")
 
 
-def test_preview_lerobot_fixture(lerobot_fixtures: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name,episode", [("so101_fixture_v30", 0), ("so101_fixture_v21", 2)])
+def test_preview_lerobot_fixture(lerobot_fixtures: Path, tmp_path: Path, name: str, episode: int) -> None:
     pytest.importorskip("robotrain.data.dataset")
-    paths = preview_episode(lerobot_fixtures / "so101_fixture_v30", 0, tmp_path)
+    paths = preview_episode(lerobot_fixtures / name, episode, tmp_path)
     assert _is_png(paths["frames"]) and _is_png(paths["trajectories"])
 
 
