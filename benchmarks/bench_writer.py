@@ -1,5 +1,6 @@
-"""Throughput of DatasetWriter: encode fps per camera, real-time factor, peak memory growth,
-and the mean absolute pixel error of the decoded frames.
+"""Throughput of DatasetWriter: encode fps per camera, real-time factor, ratio to a bare
+PyAV encode loop on the same frames (measured in the same run, so load on a shared machine
+cancels out), peak memory growth, and the mean absolute pixel error of decoded frames.
 
     PYTHONPATH=src nice -n 10 python benchmarks/bench_writer.py --size 480x640 --episodes 2 --frames 300
     PYTHONPATH=src nice -n 10 python benchmarks/bench_writer.py --size 240x320 --codec libx264
@@ -17,7 +18,27 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 
-from robotrain.data.writer import VIDEO_PATH, DatasetWriter
+from robotrain.data.mp4 import encoder_options
+from robotrain.data.writer import CODECS, VIDEO_PATH, DatasetWriter
+
+
+def bare_encode_fps(frames: np.ndarray, repeats: int, codec: str, path: Path) -> float:
+    """One continuous stream, no stats, no parquet, no joining: the encoder's own speed."""
+    encoder = CODECS[codec][0]
+    t0 = time.perf_counter()
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(encoder, rate=30)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.options = encoder_options(encoder)
+        for r in range(repeats):
+            for i, rgb in enumerate(frames):
+                f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                f.pts = r * len(frames) + i
+                for p in s.encode(f):
+                    c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return repeats * len(frames) / (time.perf_counter() - t0)
 
 
 def sim_like_frames(T: int, h: int, w: int, seed: int) -> np.ndarray:
@@ -66,8 +87,10 @@ def main() -> None:
             for i, f in enumerate(c.decode(video=0)):
                 errs.append(np.abs(f.to_ndarray(format="rgb24").astype(np.int16) - frames[i % args.frames]).mean())
         assert pq.read_metadata(root / "data/chunk-000/file-000.parquet").num_rows == args.episodes * args.frames
+        bare = bare_encode_fps(frames, args.episodes, args.codec, Path(tmp) / "bare.mp4")
     print(f"codec={args.codec} size={h}x{w} cameras={args.cameras} frames={n}")
     print(f"encode fps (camera-frames/s): {n / dt:.1f}  real-time factor at 30 fps: {n / dt / 30 / args.cameras:.2f}x")
+    print(f"bare PyAV encode loop: {bare:.1f} fps; writer / bare = {n / dt / bare:.2f}")
     print(f"video MB per camera-minute: {size_mb / (args.episodes * args.frames / 30 / 60):.2f}")
     print(f"peak RSS growth while writing: {rss1 - rss0:.0f} MB (input frames: {frames.nbytes / 1024**2:.0f} MB)")
     print(f"mean abs pixel error (0-255): {np.mean(errs):.2f}")

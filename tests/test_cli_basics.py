@@ -42,3 +42,14 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path) -> None:
     assert not (tmp_path / "dir").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     assert target.read_text().strip().startswith("{")
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    target = tmp_path / "b.json"
+    atomic_write_json(target, {"v": 2})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask

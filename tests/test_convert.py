@@ -17,7 +17,7 @@ from robotrain.data import stats as stats_lib
 from robotrain.data import writer as writer_mod
 from robotrain.data.convert import ConversionReport, convert_v21_to_v30
 from robotrain.errors import DatasetError
-from test_writer import FILES, read_episodes_meta, synthetic_frames
+from test_writer import DEFAULT_CODEC, FILES, HAS_SVTAV1, read_episodes_meta, synthetic_frames
 
 V21_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V21_VIDEO = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
@@ -40,14 +40,18 @@ def encode_clip(path: Path, frames: np.ndarray, codec: str = "libsvtav1", fps: i
             c.mux(p)
 
 
-def write_v21(root: Path, lengths=(12, 15, 9), cams=CAMS, codecs=None, chunks_size=1000) -> None:
-    """A v2.1 dataset laid out as LeRobot 0.3 writes it (one parquet + one mp4 per episode)."""
+def write_v21(root: Path, lengths=(12, 15, 9), cams=CAMS, codecs=None, chunks_size=1000, extra=False) -> None:
+    """A v2.1 dataset laid out as LeRobot 0.3 writes it (one parquet + one mp4 per episode);
+    `extra` adds scalar `next.reward` (float32) and `next.done` (bool) columns."""
     features = {
         "action": writer_mod.vector_feature(writer_mod.SO101_JOINT_NAMES),
         "observation.state": writer_mod.vector_feature(writer_mod.SO101_JOINT_NAMES),
         **{k: writer_mod.video_feature(h, w, 30, "av1") for k, (h, w) in cams.items()},
         **writer_mod.default_frame_features(),
     }
+    if extra:
+        features["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
+        features["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
     schema = writer_mod.data_schema(features)
     ep_lines, stat_lines, start = [], [], 0
     for ep, T in enumerate(lengths):
@@ -59,6 +63,9 @@ def write_v21(root: Path, lengths=(12, 15, 9), cams=CAMS, codecs=None, chunks_si
             "timestamp": (fi / 30).astype(np.float32), "frame_index": fi, "episode_index": np.full(T, ep),
             "index": np.arange(start, start + T), "task_index": np.full(T, ep % 2),
         }
+        if extra:
+            cols["next.reward"] = rng.uniform(0, 1, T).astype(np.float32)
+            cols["next.done"] = fi == T - 1
         chunk = ep // chunks_size
         path = root / V21_DATA.format(episode_chunk=chunk, episode_index=ep)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +74,7 @@ def write_v21(root: Path, lengths=(12, 15, 9), cams=CAMS, codecs=None, chunks_si
         for i, (key, (h, w)) in enumerate(cams.items()):
             frames = synthetic_frames(T, h, w, ep + 3 * i)
             encode_clip(root / V21_VIDEO.format(episode_chunk=chunk, video_key=key, episode_index=ep), frames,
-                        codec=(codecs or {}).get(ep, "libsvtav1"))
+                        codec=(codecs or {}).get(ep, "libsvtav1" if HAS_SVTAV1 else "libx264"))
             stats[key] = stats_lib.compute_image_stats(frames)
         stats = {k: {s: v for s, v in fs.items() if s in ("min", "max", "mean", "std", "count")}
                  for k, fs in stats.items()}
@@ -183,7 +190,7 @@ def test_convert_generated_with_rollover_and_chunks(tmp_path):
 
 def test_convert_several_episodes_per_file_and_stats(tmp_path):
     src = tmp_path / "v21"
-    write_v21(src, lengths=(8, 10, 6, 7))
+    write_v21(src, lengths=(8, 10, 6, 7), extra=True)
     report = convert_v21_to_v30(src, tmp_path / "v30", image_stats="recompute")
     out = tmp_path / "v30"
     assert report.video_files == {k: 1 for k in CAMS} and report.image_stats == "recompute"
@@ -196,19 +203,23 @@ def test_convert_several_episodes_per_file_and_stats(tmp_path):
     np.testing.assert_allclose(stats["action"]["mean"], action.mean(0), rtol=1e-9)
     np.testing.assert_allclose(stats["action"]["std"], action.std(0), rtol=1e-9)
     assert stats["observation.images.front"]["q50"].shape == (3, 1, 1)
+    assert stats["next.done"]["max"].tolist() == [1] and stats["next.reward"]["mean"].shape == (1,)
+    data = pq.read_schema(out / "data/chunk-000/file-000.parquet")
+    assert data.field("next.done").type == pa.bool_() and data.field("next.reward").type == pa.float32()
     src_stats = [stats_lib.stats_from_json(json.loads(line)["stats"])
                  for line in (src / "meta/episodes_stats.jsonl").read_text().splitlines()]
     agg = stats_lib.aggregate_stats(src_stats)["observation.images.front"]
     np.testing.assert_allclose(stats["observation.images.front"]["mean"], agg["mean"], atol=0.02)
 
 
+@pytest.mark.skipif(not HAS_SVTAV1, reason="needs two encoders (SVT-AV1 and x264) to mix")
 def test_mixed_codecs_fall_back_to_reencode(tmp_path):
     src = tmp_path / "v21"
     write_v21(src, lengths=(8, 10, 6), cams={"observation.images.front": (48, 64)}, codecs={1: "libx264"})
     report = convert_v21_to_v30(src, tmp_path / "v30")
     assert report.video_mode["observation.images.front"].startswith("re-encode")
     info = json.loads((tmp_path / "v30/meta/info.json").read_text())
-    assert info["features"]["observation.images.front"]["info"]["video.codec"] == "av1"
+    assert info["features"]["observation.images.front"]["info"]["video.codec"] == DEFAULT_CODEC
     err = compare_datasets(src, tmp_path / "v30", exact_video=False)
     assert err < 8.0, err
 
@@ -236,3 +247,16 @@ def test_failure_midway_leaves_nothing(tmp_path, lerobot_fixtures):
     with pytest.raises(DatasetError, match="episode_000002.mp4"):
         convert_v21_to_v30(src, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v21"]  # no output, no temp dir
+
+
+def test_cli_convert_fixture_then_refuses_existing_out(lerobot_fixtures, tmp_path) -> None:
+    from conftest import run_cli
+
+    out = tmp_path / "v30"
+    done = run_cli("dataset", "convert", str(lerobot_fixtures / "so101_fixture_v21"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "stream-copy" in done.stdout
+    assert run_cli("dataset", "validate", str(out)).returncode == 0
+    again = run_cli("dataset", "convert", str(lerobot_fixtures / "so101_fixture_v21"), "--out", str(out))
+    assert again.returncode != 0
+    assert again.stderr.count("\n") == 1 and "already exists" in again.stderr

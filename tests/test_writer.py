@@ -17,6 +17,9 @@ from robotrain.data.writer import DatasetWriter, WriterInputError
 from robotrain.errors import DatasetError
 
 CAMS = {"observation.images.front": (48, 64), "observation.images.wrist": (48, 64)}
+# LeRobot's codec is AV1 (SVT-AV1); a PyAV build without it makes the writer fall back to H.264.
+HAS_SVTAV1 = writer_mod.probe_encoder("libsvtav1", 48, 64, writer_mod.encoder_options("libsvtav1", None, 2, 12)) is None
+DEFAULT_CODEC = "av1" if HAS_SVTAV1 else "h264"
 TASKS = ["Pick up the cube and place it in the bowl", "Push the cube to the left"]
 
 
@@ -25,8 +28,8 @@ def synthetic_frames(T: int, h: int, w: int, seed: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     out = np.empty((T, h, w, 3), np.uint8)
     for t in range(T):
-        out[t, ..., 0] = (xx * 255 // max(w - 1, 1) + 3 * t + seed * 40) % 256
-        out[t, ..., 1] = (yy * 255 // max(h - 1, 1) + 5 * t) % 256
+        out[t, ..., 0] = np.clip(xx * 160 // max(w - 1, 1) + 2 * t + seed * 9, 0, 255)
+        out[t, ..., 1] = np.clip(yy * 160 // max(h - 1, 1) + 3 * t, 0, 255)
         out[t, ..., 2] = (seed * 60 + t) % 256
         x0 = (2 * t) % max(w - 12, 1)
         out[t, 10:22, x0:x0 + 12] = 255
@@ -96,7 +99,7 @@ def test_info_and_stats_match_lerobot(dataset, lerobot_fixtures):
         assert list(mine) == list(ft) and mine["dtype"] == ft["dtype"] and mine["names"] == ft["names"]
         if ft["dtype"] == "video":
             assert list(mine["info"]) == list(ft["info"])
-            assert mine["shape"] == [*CAMS[key], 3] and mine["info"]["video.codec"] == "av1"
+            assert mine["shape"] == [*CAMS[key], 3] and mine["info"]["video.codec"] == DEFAULT_CODEC
         else:
             assert mine["shape"] == ft["shape"]
     assert ours["total_episodes"] == 3 and ours["total_frames"] == 60 and ours["total_tasks"] == 2
@@ -260,7 +263,12 @@ def test_existing_root_and_empty_dataset_refused(tmp_path):
 
 
 def test_h264_and_no_camera_datasets(tmp_path):
-    write_dataset(tmp_path / "h264", lengths=(5, 6), codec="libx264")
+    episodes = write_dataset(tmp_path / "h264", lengths=(5, 6), codec="libx264")
+    rows = read_episodes_meta(tmp_path / "h264")
+    ts_by_ep = [np.arange(n) / 30 for n in (5, 6)]
+    errs = [np.abs(rgb.astype(int) - episodes[ep][2]["observation.images.front"][i].astype(int)).mean()
+            for ep, i, rgb in frames_at_timestamps(tmp_path / "h264", "observation.images.front", rows, ts_by_ep)]
+    assert len(errs) == 11 and np.mean(errs) < 8.0
     info = json.loads((tmp_path / "h264/meta/info.json").read_text())
     assert info["features"]["observation.images.front"]["info"]["video.codec"] == "h264"
     with av.open(str(tmp_path / "h264/videos/observation.images.front/chunk-000/file-000.mp4")) as c:
@@ -268,6 +276,15 @@ def test_h264_and_no_camera_datasets(tmp_path):
     write_dataset(tmp_path / "nocam", lengths=(5,), cams={})
     info = json.loads((tmp_path / "nocam/meta/info.json").read_text())
     assert info["video_path"] is None and not (tmp_path / "nocam/videos").exists()
+
+
+def test_overwrite_replaces_only_on_finalize(tmp_path):
+    write_dataset(tmp_path / "ds", lengths=(4,))
+    with DatasetWriter(tmp_path / "ds", camera_shapes=CAMS, overwrite=True) as w:
+        w.add_episode(TASKS[1], *make_episode(7, 1))
+        assert json.loads((tmp_path / "ds/meta/info.json").read_text())["total_frames"] == 4
+    assert json.loads((tmp_path / "ds/meta/info.json").read_text())["total_frames"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
 def test_av1_falls_back_to_h264(tmp_path, monkeypatch):
@@ -332,3 +349,99 @@ def test_bad_writer_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         DatasetWriter(tmp_path / "ds", **kwargs)
     assert not (tmp_path / "ds").exists()
+
+
+def test_killed_recording_never_looks_complete(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, numpy as np
+        from robotrain.data.writer import DatasetWriter
+        w = DatasetWriter({str(tmp_path / 'ds')!r}, camera_shapes={{'observation.images.front': (48, 64)}})
+        w.add_episode('t', np.zeros((5, 6), np.float32), np.zeros((5, 6), np.float32),
+                      {{'observation.images.front': np.zeros((5, 48, 64, 3), np.uint8)}})
+        os._exit(1)  # killed before finalize()
+    """)
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(src), "PATH": ""}, timeout=120)
+    assert proc.returncode == 1
+    assert not (tmp_path / "ds").exists()
+    leftovers = list(tmp_path.iterdir())
+    assert all(p.name.startswith(".ds.tmp-") and not (p / "meta/info.json").exists() for p in leftovers)
+
+
+# --- frame by frame ---------------------------------------------------------------------
+def test_frame_by_frame_equals_whole_episode(tmp_path):
+    state, action, images = make_episode(9, 0)
+    with DatasetWriter(tmp_path / "a", camera_shapes=CAMS) as w:
+        w.add_episode(TASKS[0], state, action, images)
+    with DatasetWriter(tmp_path / "b", camera_shapes=CAMS) as w:
+        with w.begin_episode(TASKS[0]) as ep:
+            for t in range(9):
+                ep.add_frame(state[t], action[t], {k: v[t] for k, v in images.items()})
+            assert ep.num_frames == 9
+    for rel in FILES:
+        assert pq.read_table(tmp_path / "a" / rel).equals(pq.read_table(tmp_path / "b" / rel))
+    for key in CAMS:
+        a, b = (decode_video(tmp_path / d / f"videos/{key}/chunk-000/file-000.mp4") for d in "ab")
+        assert all(np.array_equal(x[1], y[1]) and x[0] == y[0] for x, y in zip(a, b)) and len(a) == 9
+
+
+def test_discarded_episode_leaves_no_trace(tmp_path):
+    root = tmp_path / "ds"
+    state, action, images = make_episode(6, 0)
+    with DatasetWriter(root, camera_shapes=CAMS) as w:
+        ep = w.begin_episode("dropped")
+        ep.add_frame(state[0], action[0], {k: v[0] for k, v in images.items()})
+        with pytest.raises(DatasetError, match="still open"):
+            w.begin_episode("another")
+        ep.discard()
+        with pytest.raises(RuntimeError):
+            with w.begin_episode("dropped too") as ep2:
+                ep2.add_frame(state[0], action[0], {k: v[0] for k, v in images.items()})
+                raise RuntimeError("robot fell over")
+        assert w.add_episode(TASKS[1], state, action, images) == 0
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["total_episodes"] == 1 and info["total_frames"] == 6 and info["total_tasks"] == 1
+    assert pq.read_table(root / "meta/tasks.parquet").to_pydict()["__index_level_0__"] == [TASKS[1]]
+    assert not (root / writer_mod.CLIPS_DIR).exists()
+    assert len(decode_video(root / "videos/observation.images.front/chunk-000/file-000.mp4")) == 6
+
+
+def test_frame_by_frame_bad_input(tmp_path):
+    state, action, images = make_episode(3, 0)
+    frame = {k: v[0] for k, v in images.items()}
+    with DatasetWriter(tmp_path / "ds", camera_shapes=CAMS) as w:
+        ep = w.begin_episode(TASKS[0])
+        with pytest.raises(WriterInputError, match="no frames"):
+            ep.save()
+        with pytest.raises(WriterInputError, match="state"):
+            ep.add_frame(state[:2], action[0], frame)
+        with pytest.raises(WriterInputError, match="action"):
+            ep.add_frame(state[0], action[0, :5], frame)
+        with pytest.raises(WriterInputError, match="wrist"):
+            ep.add_frame(state[0], action[0], {**frame, "observation.images.wrist": frame["observation.images.wrist"][:8]})
+        with pytest.raises(WriterInputError, match="images"):
+            ep.add_frame(state[0], action[0], {})
+        with pytest.raises(DatasetError, match="still open"):
+            w.finalize()
+        ep.add_frame(state[0], action[0], frame)
+        assert ep.save() == 0
+        with pytest.raises(DatasetError, match="already saved"):
+            ep.add_frame(state[0], action[0], frame)
+    assert json.loads((tmp_path / "ds/meta/info.json").read_text())["total_frames"] == 1
+
+
+def test_video_files_respect_the_size_limit(tmp_path):
+    cams = {"observation.images.front": (48, 64)}
+    probe = tmp_path / "probe"
+    write_dataset(probe, lengths=(10,), cams=cams)
+    clip_bytes = (probe / "videos/observation.images.front/chunk-000/file-000.mp4").stat().st_size
+    limit_mb = 3.5 * clip_bytes / 1024**2
+    write_dataset(tmp_path / "ds", lengths=(10,) * 8, cams=cams, video_files_size_in_mb=limit_mb)
+    files = sorted((tmp_path / "ds/videos/observation.images.front").glob("chunk-*/file-*.mp4"))
+    assert len(files) >= 2
+    # packets are counted exactly; the mp4 header/index adds a little on top
+    assert all(f.stat().st_size <= limit_mb * 1024**2 + 2048 for f in files), [f.stat().st_size for f in files]

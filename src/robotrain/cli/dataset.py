@@ -4,6 +4,7 @@ Examples:
     robotrain dataset info ../shared/fixtures/so101_fixture_v30
     robotrain dataset validate ../shared/fixtures/so101_fixture_v21
     robotrain dataset cache ../shared/fixtures/so101_fixture_v30 --size 240x320 [--pad] [--cache-dir D]
+    robotrain dataset convert ../shared/fixtures/so101_fixture_v21 --out /tmp/so101_v30
 
 Each sub-subcommand is a `register_<name>(subparsers)` function listed in
 `DATASET_SUBCOMMANDS`; a new one (convert, preview, ...) is one more function there.
@@ -135,10 +136,35 @@ def run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- convert
+def register_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a v2.1 dataset to v3.0 (video stream-copied, every row verified)")
+    p.add_argument("path", help="v2.1 dataset root")
+    p.add_argument("--out", required=True, help="where to write the v3.0 dataset (must not exist)")
+    p.add_argument("--reencode", action="store_true", help="re-encode video instead of stream-copying it")
+    p.add_argument("--recompute-image-stats", action="store_true",
+                   help="compute image stats (with quantiles) from decoded frames instead of copying v2.1's")
+    p.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from robotrain.data.convert import convert_v21_to_v30
+
+    report = convert_v21_to_v30(
+        args.path,
+        args.out,
+        stream_copy=not args.reencode,
+        image_stats="recompute" if args.recompute_image_stats else "auto",
+    )
+    print(report.summary())
+    return 0
+
+
 DATASET_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_info,
     register_validate,
     register_cache,
+    register_convert,
 )
 
 

@@ -31,10 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotrain.constants import EPISODE_INDEX, INDEX, TIMESTAMP
+from robotrain.data import mp4
 from robotrain.data import stats as stats_lib
 from robotrain.data import writer as w
+from robotrain.data.mp4 import av
 from robotrain.errors import DatasetError
 from robotrain.io_utils import atomic_directory
 
-av = w.av  # imported by writer after setting SVT_LOG
 logger = logging.getLogger(__name__)
 
 SOURCE_VERSIONS = ("v2.1",)
-STREAM_COPY_CODECS = ("av1", "h264", "hevc")  # codecs an mp4 holds and LeRobot decodes
 # Decoded frames compared with the source per episode and camera (first, middle, last).
 DEFAULT_CHECK_FRAMES = 3
 TOLERANCE_S = 1e-4  # LeRobot's tolerance when it looks a frame up by timestamp
@@ -179,123 +179,15 @@ def _load_source(src: Path) -> _Source:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Clip:
-    """What we need to know about one episode's mp4 to decide how to join it."""
-
-    path: Path
-    codec: str
-    width: int
-    height: int
-    pix_fmt: str | None
-    time_base: Fraction
-    extradata: bytes
-    num_frames: int
-    first_pts: int
-    step: int | None  # pts units per frame if constant, else None
-    reordered: bool  # dts != pts somewhere (B-frames)
-    size: int
-
-    def signature(self) -> tuple:
-        return (self.codec, self.width, self.height, self.pix_fmt, self.time_base, self.extradata)
-
-
-def _probe_clip(path: Path) -> _Clip:
-    if not path.is_file():
-        raise DatasetError("video file missing", path)
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise DatasetError("no video stream", path)
-            st = c.streams.video[0]
-            cc = st.codec_context
-            pts, reordered = [], False
-            for p in c.demux(st):
-                if p.size == 0 or p.pts is None:
-                    continue
-                pts.append(int(p.pts))
-                reordered |= p.dts is None or p.dts != p.pts
-            pts.sort()
-            steps = set(np.diff(pts).tolist()) if len(pts) > 1 else set()
-            return _Clip(
-                path=path, codec=cc.codec.canonical_name, width=cc.width, height=cc.height,
-                pix_fmt=cc.pix_fmt, time_base=Fraction(st.time_base), extradata=bytes(cc.extradata or b""),
-                num_frames=len(pts), first_pts=pts[0] if pts else 0,
-                step=steps.pop() if len(steps) == 1 else (None if steps else 1),
-                reordered=reordered, size=path.stat().st_size,
-            )
-    except av.error.FFmpegError as exc:
-        raise DatasetError(f"cannot read video: {exc}", path) from None
-
-
-def _copy_blocker(clips: list[_Clip], fps: int) -> str | None:
-    """Why these clips cannot be concatenated by stream copy (None if they can)."""
-    first = clips[0]
-    if first.codec not in STREAM_COPY_CODECS:
-        return f"codec {first.codec} is not one of {STREAM_COPY_CODECS}"
-    for c in clips:
-        if c.signature() != first.signature():
-            return f"{c.path.name} differs from {first.path.name} in codec parameters"
-        if c.reordered:
-            return f"{c.path.name} has B-frame reordering"
-        if c.num_frames == 0:
-            return f"{c.path.name} has no frames"
-    frame_step = 1 / (Fraction(fps) * first.time_base)
-    if frame_step.denominator != 1:
-        return f"time base {first.time_base} does not hold whole frames at {fps} fps"
-    for c in clips:
-        if c.num_frames > 1 and c.step != int(frame_step):
-            return f"{c.path.name} does not have a constant {fps} fps frame rate"
-    return None
-
-
-class VideoRemuxSink(w.RollingFile):
-    """One camera's output mp4 files filled by stream copy: packets of each episode's clip
-    are appended with pts/dts shifted so the clip starts where the previous one ended."""
-
-    def __init__(self, root: Path, key: str, fps: int, limit_bytes: float, chunks_size: int) -> None:
-        super().__init__(limit_bytes, chunks_size)
-        self.root, self.key, self.fps = root, key, fps
-        self._container: Any = None
-        self._stream: Any = None
-        self._bytes = 0
-        self._offset = 0  # in the clips' time base
-        self.files = 0
-
-    def add_clip(self, clip: _Clip) -> tuple[int, int, float, float]:
-        """Append a clip; returns (chunk_index, file_index, from_timestamp, to_timestamp)."""
-        if self.should_roll(self._bytes, clip.size):
-            self.roll()
-        step = int(1 / (Fraction(self.fps) * clip.time_base))
-        with av.open(str(clip.path)) as src:
-            in_stream = src.streams.video[0]
-            if self._container is None:
-                path = self.root / w.VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk_index,
-                                                       file_index=self.file_index)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._container = av.open(str(path), mode="w", format="mp4")
-                self._stream = self._container.add_stream_from_template(in_stream, opaque=True)
-                self._bytes, self._offset = 0, 0
-                self.is_open = True
-                self.files += 1
-            start = self._offset
-            for packet in src.demux(in_stream):
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                packet.pts = packet.pts - clip.first_pts + start
-                packet.dts = packet.dts - clip.first_pts + start
-                packet.stream = self._stream
-                self._bytes += packet.size
-                self._container.mux(packet)
-        self._offset = start + clip.num_frames * step
-        return (self.chunk_index, self.file_index, float(start * clip.time_base),
-                float(self._offset * clip.time_base))
-
-    def close(self) -> None:
-        if self._container is not None:
-            self._container.close()
-            self._container = None
-        super().close()
+def _video_feature_entry(old: dict[str, Any], height: int, width: int, fps: int, codec: str,
+                         pix_fmt: str) -> dict[str, Any]:
+    """LeRobot's v3.0 video feature entry, describing the files actually written; other
+    keys of the source's `info` (or v2.0's `video_info`) are kept."""
+    entry = w.video_feature(height, width, fps, codec)
+    source_info = old.get("info") or old.get("video_info") or {}
+    entry["info"].update({k: v for k, v in source_info.items() if k not in entry["info"]})
+    entry["info"]["video.pix_fmt"] = pix_fmt
+    return entry
 
 
 def _decode_clip(path: Path) -> Iterator[np.ndarray]:
@@ -303,6 +195,15 @@ def _decode_clip(path: Path) -> Iterator[np.ndarray]:
     with av.open(str(path)) as c:
         for frame in c.decode(video=0):
             yield frame.to_ndarray(format="rgb24")
+
+
+def _source_frames(clip: mp4.Clip, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Frames `indices` of a constant-frame-rate clip, each found by seeking."""
+    with av.open(str(clip.path)) as c:
+        stream = c.streams.video[0]
+        for i in indices:
+            query = float((clip.first_pts + i * (clip.step or 0)) * clip.time_base)
+            yield i, _decode_at(c, stream, query, clip.path)
 
 
 def _check_indices(n: int, k: int) -> list[int]:
@@ -337,7 +238,7 @@ def convert_v21_to_v30(
     codec: str = "libsvtav1",
     image_stats: str = "auto",
     check_frames: int = DEFAULT_CHECK_FRAMES,
-    image_stats_frames: int = w.DEFAULT_IMAGE_STATS_FRAMES,
+    image_stats_every: int = w.DEFAULT_IMAGE_STATS_EVERY,
 ) -> ConversionReport:
     """Convert the v2.1 dataset at `src` into a new v3.0 dataset at `out` (must not exist).
 
@@ -377,7 +278,7 @@ def convert_v21_to_v30(
                 source, tmp, key, records, features, report,
                 stream_copy=stream_copy, codec=codec, limit_bytes=video_files_size_in_mb * 1024**2,
                 chunks=chunks, image_stats=image_stats, check_frames=check_frames,
-                image_stats_frames=image_stats_frames,
+                image_stats_every=image_stats_every,
             )
         info = w.build_info(
             robot_type=source.info.get("robot_type"), fps=fps, features=features,
@@ -385,11 +286,12 @@ def convert_v21_to_v30(
             chunks_size=chunks, data_files_size_in_mb=data_files_size_in_mb,
             video_files_size_in_mb=video_files_size_in_mb,
         )
+        shutil.rmtree(tmp / w.CLIPS_DIR, ignore_errors=True)
         dataset_stats = stats_lib.aggregate_stats([r.stats for r in records])
         w.write_meta(tmp, info, records, source.tasks, dataset_stats)
         _verify(source, tmp, schema, records, checks, report)
     report.seconds = time.perf_counter() - t0
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())
     return report
 
 
@@ -442,6 +344,9 @@ def _read_episode_table(source: _Source, ep: int, schema: pa.Schema) -> pa.Table
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
         raise DatasetError(f"columns {missing} listed in info.json features are missing", path)
+    extra = [n for n in table.column_names if n not in schema.names]
+    if extra and ep == 0:
+        logger.warning("%s: columns %s are not in info.json features; they are left out", path, extra)
     if table.num_rows == 0:
         raise DatasetError(f"episode {ep} has no frames", path)
     episode_col = table.column(EPISODE_INDEX).to_numpy()
@@ -456,66 +361,74 @@ def _read_episode_table(source: _Source, ep: int, schema: pa.Schema) -> pa.Table
 def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.EpisodeRecord],
                    features: dict[str, dict[str, Any]], report: ConversionReport, *, stream_copy: bool,
                    codec: str, limit_bytes: float, chunks: int, image_stats: str, check_frames: int,
-                   image_stats_frames: int) -> list[_FrameCheck]:
-    """Join one camera's clips (stream copy, else re-encode); fill records' video fields and
-    image stats; returns the source fingerprints of the frames to verify."""
+                   image_stats_every: int) -> list[_FrameCheck]:
+    """Join one camera's clips into the v3.0 files, by stream copy or else after
+    re-encoding each clip; fill the records' video fields and image stats. Returns the
+    source fingerprints of the frames to verify."""
     fps = int(source.info["fps"])
-    clips = [_probe_clip(source.video_path(key, r.episode_index)) for r in records]
-    blocker = "stream copy disabled" if not stream_copy else _copy_blocker(clips, fps)
+    clips = [mp4.probe_clip(source.video_path(key, r.episode_index)) for r in records]
+    sizes = {(c.height, c.width) for c in clips}
+    if len(sizes) > 1:
+        raise DatasetError(f"{key}: episodes have different frame sizes {sorted(sizes)}; LeRobot needs one",
+                           source.root / "videos")
+    height, width = clips[0].height, clips[0].width
+    blocker = "stream copy disabled" if not stream_copy else mp4.copy_blocker(clips, fps)
     for clip, rec in zip(clips, records):
         if clip.num_frames != rec.length:
             report.warnings.append(f"{key} episode {rec.episode_index}: video has {clip.num_frames} frames, "
                                    f"data has {rec.length}")
-    checks: list[_FrameCheck] = []
     if blocker is None:
-        sink: Any = VideoRemuxSink(tmp, key, fps, limit_bytes, chunks)
-        features[key]["info"] = {**features[key].get("info", {}), "video.codec": clips[0].codec,
-                                 "video.pix_fmt": clips[0].pix_fmt}
+        codec_name, pix_fmt = clips[0].codec, clips[0].pix_fmt or mp4.PIX_FMT
         report.video_mode[key] = "stream-copy"
     else:
-        encoder, codec_name = w.CODECS[codec]
-        options = w.encoder_options(encoder, None, w.DEFAULT_GOP, w.DEFAULT_SVT_PRESET)
-        if w.probe_encoder(encoder, clips[0].height, clips[0].width, options) is not None:
-            encoder, codec_name = w.CODECS[w.FALLBACK_ENCODER]
-            options = w.encoder_options(encoder, None, w.DEFAULT_GOP, w.DEFAULT_SVT_PRESET)
-        sink = w.VideoEncoderSink(tmp, key, clips[0].height, clips[0].width, fps, encoder, options,
-                                  limit_bytes, chunks)
-        features[key]["info"] = {**features[key].get("info", {}), "video.codec": codec_name, "video.pix_fmt": w.PIX_FMT}
+        encoder, codec_name = mp4.CODECS[codec]
+        options = mp4.encoder_options(encoder)
+        if mp4.probe_encoder(encoder, height, width, options) is not None:
+            encoder, codec_name = mp4.CODECS[mp4.FALLBACK_ENCODER]
+            options = mp4.encoder_options(encoder)
+        pix_fmt = mp4.PIX_FMT
         report.video_mode[key] = f"re-encode ({blocker})"
-    features[key]["shape"] = [clips[0].height, clips[0].width, 3]
+    features[key] = _video_feature_entry(features[key], height, width, fps, codec_name, pix_fmt)
+
+    def path_for(chunk: int, file: int) -> Path:
+        return tmp / w.VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+
+    joiner = mp4.ClipJoiner(path_for, fps, limit_bytes, chunks)
+    checks: list[_FrameCheck] = []
     try:
         for clip, rec in zip(clips, records):
             ep = rec.episode_index
             want = set(_check_indices(clip.num_frames, check_frames))
-            decode = blocker is not None or image_stats == "recompute" or want
-            sample = set(stats_lib.sample_frame_indices(clip.num_frames, image_stats_frames).tolist())
-            samples: list[np.ndarray] = []
-            if blocker is None:
-                rec.videos[key] = sink.add_clip(clip)
+            acc = stats_lib.ImageStatsAccumulator()
+            encoder_clip = None
+            if blocker is not None:
+                encoder_clip = mp4.ClipEncoder(tmp / w.CLIPS_DIR / f"{key}.episode_{ep:06d}.mp4", height, width,
+                                               fps, encoder, options)
+            if encoder_clip is None and image_stats == "copy":
+                # Pure stream copy: seek to the few frames to check (GOP 2 makes it cheap).
+                checks += [_FrameCheck(ep, i, *_fingerprint(rgb)) for i, rgb in _source_frames(clip, sorted(want))]
             else:
-                chunk, file, from_ts = sink.begin_episode(clip.num_frames)
-            if decode:
-                n = 0
                 for i, rgb in enumerate(_decode_clip(clip.path)):
-                    if blocker is not None:
-                        sink.add_frame(rgb)
-                    if i in sample and image_stats == "recompute":
-                        samples.append(rgb)
+                    if encoder_clip is not None:
+                        encoder_clip.add_frame(rgb)
+                    if image_stats == "recompute" and i % image_stats_every == 0:
+                        acc.add(rgb)
                     if i in want:
                         checks.append(_FrameCheck(ep, i, *_fingerprint(rgb)))
-                    n = i + 1
-                    if blocker is None and image_stats == "copy" and i >= max(want, default=-1):
-                        break  # nothing more to look at in this clip
-                if blocker is not None:
-                    rec.videos[key] = (chunk, file, from_ts, from_ts + n / fps)
+            if encoder_clip is not None:
+                encoder_clip.close()
+                rec.videos[key] = joiner.add_clip(mp4.probe_clip(encoder_clip.path))
+                encoder_clip.path.unlink()
+            else:
+                rec.videos[key] = joiner.add_clip(clip)
             if image_stats == "recompute":
-                rec.stats[key] = stats_lib.compute_image_stats(samples, num_frames=rec.length)
+                rec.stats[key] = acc.result(num_frames=rec.length)
             else:
                 rec.stats[key] = source.episode_stats[ep][key]
     finally:
-        sink.close()
+        joiner.close()
     report.video_files[key] = sum(1 for _ in (tmp / "videos" / key).glob("chunk-*/file-*.mp4"))
-    # Keep episode stats in info.json feature order (writer's _episodes_table reads it).
+    # Keep episode stats in info.json feature order (the episodes parquet's column order).
     for rec in records:
         rec.stats = {k: rec.stats[k] for k in features if k in rec.stats}
     return checks

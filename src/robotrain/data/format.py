@@ -32,6 +32,7 @@ from robotrain.constants import (
     TASK_INDEX,
     TIMESTAMP,
 )
+from robotrain.data.stats import aggregate_stats
 from robotrain.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -333,50 +334,6 @@ def _to_arrays(stats: dict, path: Path) -> dict[str, dict[str, np.ndarray]]:
                 out[feat][name] = np.asarray(value)
             except ValueError as exc:
                 raise DatasetError(f"field '{feat}.{name}' is not a regular array", path) from exc
-    return out
-
-
-def aggregate_stats(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
-    """Combine per-episode stats the way LeRobot does: min of mins, max of maxes,
-    count-weighted mean, pooled variance; quantiles as count-weighted means."""
-    keys: dict[str, None] = {}
-    for s in per_episode:
-        for k in s:
-            keys.setdefault(k, None)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key in keys:
-        eps = [s[key] for s in per_episode if key in s]
-        counts = np.array([float(np.asarray(e.get("count", [1])).reshape(-1)[0]) for e in eps])
-        total = counts.sum()
-        w = counts / total if total > 0 else np.full(len(eps), 1.0 / len(eps))
-        agg: dict[str, np.ndarray] = {}
-        names = eps[0].keys()
-        for name in names:
-            vals = [np.asarray(e[name], dtype=np.float64) for e in eps if name in e]
-            if len(vals) != len(eps):
-                continue
-            stack = np.stack(vals)
-            wb = w.reshape((-1,) + (1,) * (stack.ndim - 1))
-            if name == "min":
-                agg[name] = stack.min(axis=0)
-            elif name == "max":
-                agg[name] = stack.max(axis=0)
-            elif name == "count":
-                agg[name] = np.array([int(total)], dtype=np.int64)
-            elif name in ("mean", "std"):
-                continue
-            else:
-                agg[name] = (stack * wb).sum(axis=0)
-        if "mean" in names:
-            means = np.stack([np.asarray(e["mean"], dtype=np.float64) for e in eps])
-            wb = w.reshape((-1,) + (1,) * (means.ndim - 1))
-            mean = (means * wb).sum(axis=0)
-            agg["mean"] = mean
-            if "std" in names:
-                stds = np.stack([np.asarray(e["std"], dtype=np.float64) for e in eps])
-                var = (wb * (stds**2 + (means - mean) ** 2)).sum(axis=0)
-                agg["std"] = np.sqrt(var)
-        out[key] = agg
     return out
 
 

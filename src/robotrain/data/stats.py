@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -81,45 +81,60 @@ def _hist_quantile(cum: np.ndarray, total: int, q: float) -> float:
     return v_lo + frac * (v_hi - v_lo)
 
 
-def compute_image_stats(frames: np.ndarray | Sequence[np.ndarray], num_frames: int | None = None) -> FeatureStats:
-    """Per-channel stats of uint8 RGB frames, on [0, 1] pixel values, shape (3, 1, 1).
+class ImageStatsAccumulator:
+    """Per-channel stats of uint8 RGB frames fed one at a time (streaming: O(1) memory).
 
-    frames: (N, H, W, 3) uint8 (usually a subsample of the episode's frames, see
-    `sample_frame_indices`). Frames are strided so the longest side is at most
-    IMAGE_STATS_MAX_SIDE. `num_frames` is the episode length written as `count` (the
-    weight in aggregation); defaults to N. Exact for the pixels kept: a 256-bin
-    histogram per channel gives mean, std and quantiles without sorting.
+    Each frame is strided so its longest side is at most IMAGE_STATS_MAX_SIDE, and its
+    pixels are counted into a 256-bin histogram per channel, which gives exact mean, std,
+    min, max and quantiles of the kept pixels without sorting. Values are on [0, 1].
     """
-    hist = np.zeros((3, 256), dtype=np.int64)
-    n = 0
-    for frame in frames:
+
+    def __init__(self) -> None:
+        self.hist = np.zeros((3, 256), dtype=np.int64)
+        self.frames = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        """frame: (H, W, 3) uint8."""
         f = np.asarray(frame)
         if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
             raise ValueError(f"frames: expected (H, W, 3) uint8 frames, got {f.shape} {f.dtype}")
         step = max(1, -(-max(f.shape[:2]) // IMAGE_STATS_MAX_SIDE))
         f = f[::step, ::step]
         for c in range(3):
-            hist[c] += np.bincount(f[..., c].ravel(), minlength=256)
-        n += 1
-    if n == 0:
-        raise ValueError("frames: no frames to compute image stats from")
-    values = np.arange(256, dtype=np.float64) / 255.0
-    total = int(hist[0].sum())
-    stats: FeatureStats = {name: np.zeros((3, 1, 1)) for name in ("min", "max", "mean", "std", *QUANTILES)}
-    for c in range(3):
-        h = hist[c]
-        nz = np.nonzero(h)[0]
-        mean = float((h * values).sum() / total)
-        var = float((h * (values - mean) ** 2).sum() / total)
-        stats["min"][c] = values[nz[0]]
-        stats["max"][c] = values[nz[-1]]
-        stats["mean"][c] = mean
-        stats["std"][c] = np.sqrt(max(var, 0.0))
-        cum = np.cumsum(h)
-        for name, q in QUANTILES.items():
-            stats[name][c] = _hist_quantile(cum, total, q) / 255.0
-    stats["count"] = np.array([num_frames if num_frames is not None else n], dtype=np.int64)
-    return stats
+            self.hist[c] += np.bincount(f[..., c].ravel(), minlength=256)
+        self.frames += 1
+
+    def result(self, num_frames: int | None = None) -> FeatureStats:
+        """Stats of shape (3, 1, 1); `count` is `num_frames` (the episode length, the weight
+        in aggregation), by default the number of frames added."""
+        if self.frames == 0:
+            raise ValueError("frames: no frames to compute image stats from")
+        values = np.arange(256, dtype=np.float64) / 255.0
+        total = int(self.hist[0].sum())
+        stats: FeatureStats = {name: np.zeros((3, 1, 1)) for name in ("min", "max", "mean", "std", *QUANTILES)}
+        for c in range(3):
+            h = self.hist[c]
+            nz = np.nonzero(h)[0]
+            mean = float((h * values).sum() / total)
+            var = float((h * (values - mean) ** 2).sum() / total)
+            stats["min"][c] = values[nz[0]]
+            stats["max"][c] = values[nz[-1]]
+            stats["mean"][c] = mean
+            stats["std"][c] = np.sqrt(max(var, 0.0))
+            cum = np.cumsum(h)
+            for name, q in QUANTILES.items():
+                stats[name][c] = _hist_quantile(cum, total, q) / 255.0
+        stats["count"] = np.array([num_frames if num_frames is not None else self.frames], dtype=np.int64)
+        return {name: stats[name] for name in STAT_NAMES}
+
+
+def compute_image_stats(frames: np.ndarray | Iterable[np.ndarray], num_frames: int | None = None) -> FeatureStats:
+    """Per-channel stats of uint8 RGB frames (N, H, W, 3) (or an iterable of (H, W, 3)),
+    on [0, 1] pixel values, shape (3, 1, 1); see ImageStatsAccumulator."""
+    acc = ImageStatsAccumulator()
+    for frame in frames:
+        acc.add(frame)
+    return acc.result(num_frames)
 
 
 def aggregate_stats(episode_stats: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> Stats:

@@ -11,9 +11,11 @@ root/videos/<camera>/chunk-000/file-000.mp4      episodes concatenated, continuo
 ```
 The whole dataset is built in a hidden temporary sibling directory and renamed to `root`
 in `finalize()`, so a killed recording never leaves a dataset that looks complete.
-Frames are encoded as they arrive (one open encoder per camera), so memory stays at the
-caller's episode arrays plus one frame; a frame of episode e is at
-`from_timestamp[e] + timestamp` in its video file.
+Frames are encoded as they arrive into one clip per episode and camera (memory: one frame
+plus the encoder); `save()` joins the clip to the camera's current file by stream copy
+(robotrain.data.mp4), so an episode can be discarded until then and the file-size limit is
+exact. A frame of episode e is at `from_timestamp[e] + timestamp` in its video file.
+Episodes come whole (`add_episode`) or frame by frame (`begin_episode` -> EpisodeRecorder).
 
 Example (run from the repository root):
     PYTHONPATH=src python -c "
@@ -32,10 +34,8 @@ import contextlib
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -58,13 +58,22 @@ from robotrain.constants import (
     TIMESTAMP,
 )
 from robotrain.data import stats as stats_lib
+from robotrain.data.mp4 import (  # noqa: F401  (re-exported for callers of the writer)
+    CODECS,
+    DEFAULT_GOP,
+    DEFAULT_SVT_PRESET,
+    FALLBACK_ENCODER,
+    PIX_FMT,
+    ClipEncoder,
+    ClipJoiner,
+    RollingFile,
+    av,
+    encoder_options,
+    probe_clip,
+    probe_encoder,
+)
 from robotrain.errors import DatasetError
 from robotrain.io_utils import atomic_directory
-
-# SVT-AV1 prints a banner and warnings on stderr for every encoder it opens; keep errors only.
-os.environ.setdefault("SVT_LOG", "1")
-
-import av  # noqa: E402  (after SVT_LOG so the encoder library sees it)
 
 logger = logging.getLogger(__name__)
 
@@ -78,22 +87,10 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
-
-# Encoder names we accept -> (PyAV encoder, name written to info.json's video.codec).
-CODECS: dict[str, tuple[str, str]] = {
-    "libsvtav1": ("libsvtav1", "av1"),
-    "av1": ("libsvtav1", "av1"),
-    "libx264": ("libx264", "h264"),
-    "h264": ("libx264", "h264"),
-}
-FALLBACK_ENCODER = "libx264"
-PIX_FMT = "yuv420p"
-# LeRobot's recorder defaults (shared docs §1): GOP 2 keeps random access cheap.
-DEFAULT_GOP = 2
-DEFAULT_CRF = {"libsvtav1": 30, "libx264": 23}
-DEFAULT_SVT_PRESET = 12
-# Frames per episode used for image stats (evenly spaced); LeRobot also subsamples.
-DEFAULT_IMAGE_STATS_FRAMES = 100
+# Image stats use every n-th frame: 100 of a 300-frame episode, as many as LeRobot samples.
+DEFAULT_IMAGE_STATS_EVERY = 3
+# Episode clips are encoded here (inside the dataset's temporary directory) before joining.
+CLIPS_DIR = ".clips"
 
 # Columns of the data parquet after the robot's features, in LeRobot's order and types.
 FRAME_COLUMN_TYPES: dict[str, str] = {
@@ -329,37 +326,8 @@ def write_meta(root: Path, info: dict[str, Any], records: Sequence[EpisodeRecord
 
 
 # --------------------------------------------------------------------------------------
-# Rolling files: data parquet and video mp4 share the chunk/file numbering rules
+# Data parquet files
 # --------------------------------------------------------------------------------------
-
-
-class RollingFile:
-    """Numbering of `chunk-XXX/file-YYY` files: file index advances when the current file
-    would pass the size limit; after `chunks_size` files the chunk index advances."""
-
-    def __init__(self, limit_bytes: float, chunks_size: int) -> None:
-        self.limit_bytes = limit_bytes
-        self.chunks_size = chunks_size
-        self.chunk_index = 0
-        self.file_index = 0
-        self.is_open = False
-
-    def _advance(self) -> None:
-        self.file_index += 1
-        if self.file_index >= self.chunks_size:
-            self.chunk_index += 1
-            self.file_index = 0
-
-    def should_roll(self, current_bytes: float, incoming_bytes: float) -> bool:
-        """True if the open, non-empty file would pass the limit with `incoming_bytes` more."""
-        return self.is_open and current_bytes > 0 and current_bytes + incoming_bytes > self.limit_bytes
-
-    def roll(self) -> None:
-        self.close()
-        self._advance()
-
-    def close(self) -> None:  # subclasses close their handle, then call this
-        self.is_open = False
 
 
 class ParquetSink(RollingFile):
@@ -395,107 +363,108 @@ class ParquetSink(RollingFile):
         super().close()
 
 
-def encoder_options(encoder: str, crf: int | None, gop: int, preset: int) -> dict[str, str]:
-    opts = {"g": str(gop), "crf": str(crf if crf is not None else DEFAULT_CRF[encoder])}
-    opts["preset"] = str(preset) if encoder == "libsvtav1" else "veryfast"
-    return opts
+# --------------------------------------------------------------------------------------
+# One episode being recorded
+# --------------------------------------------------------------------------------------
 
 
-def probe_encoder(encoder: str, height: int, width: int, options: Mapping[str, str]) -> str | None:
-    """Encode two frames in memory; returns None if it works, else the reason."""
-    if encoder not in av.codecs_available:
-        return f"encoder {encoder} is not in this PyAV/FFmpeg build"
-    try:
-        ctx = av.CodecContext.create(encoder, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = width, height, PIX_FMT
-        ctx.time_base = Fraction(1, 30)
-        ctx.options = dict(options)
-        ctx.open()
-        for i in range(2):
-            frame = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24")
-            frame.pts = i
-            ctx.encode(frame)
-        ctx.encode(None)
-    except Exception as exc:  # any FFmpeg failure means "use the fallback"
-        return f"{encoder} failed: {exc}"
-    return None
+class EpisodeRecorder:
+    """Frames of one episode, encoded as they arrive (memory: one frame per camera plus
+    the small state/action arrays). Nothing reaches the dataset before `save()`;
+    `discard()` (or an exception inside `with`) drops the episode.
 
+        with writer.begin_episode("Pick up the cube") as ep:
+            for obs, act in rollout:
+                ep.add_frame(obs_state, act, {"observation.images.front": rgb})
+        # saved here
+    """
 
-class VideoEncoderSink(RollingFile):
-    """One camera's mp4 files. Frames are encoded as they come, with pts continuing over
-    episodes, so episode e's clip starts at `from_timestamp = frames before it / fps`."""
+    def __init__(self, writer: DatasetWriter, task: str, episode_index: int) -> None:
+        self._writer = writer
+        self.task = task
+        self.episode_index = episode_index
+        self._states: list[np.ndarray] = []
+        self._actions: list[np.ndarray] = []
+        self._clips: dict[str, ClipEncoder] = {}
+        self._image_stats = {key: stats_lib.ImageStatsAccumulator() for key in writer.camera_shapes}
+        self._status = "open"  # -> "saved" | "discarded"
+        try:
+            for key, (h, w) in writer.camera_shapes.items():
+                path = writer._tmp / CLIPS_DIR / f"{key}.episode_{episode_index:06d}.mp4"
+                self._clips[key] = ClipEncoder(path, h, w, writer.fps, writer.encoder, writer.encoder_options)
+        except BaseException:
+            self._abort_clips()
+            raise
 
-    def __init__(self, root: Path, key: str, height: int, width: int, fps: int, encoder: str,
-                 options: Mapping[str, str], limit_bytes: float, chunks_size: int) -> None:
-        super().__init__(limit_bytes, chunks_size)
-        self.root, self.key, self.height, self.width, self.fps = root, key, height, width, fps
-        self.encoder, self.options = encoder, dict(options)
-        self._container: Any = None
-        self._stream: Any = None
-        self._path: Path | None = None
-        self.frames_in_file = 0
-        self._bytes_muxed = 0  # over every file so far: the bytes/frame estimate for rollover
-        self._packets_muxed = 0
+    @property
+    def num_frames(self) -> int:
+        return len(self._states)
 
-    def begin_episode(self, num_frames: int) -> tuple[int, int, float]:
-        """Roll to a new file if this episode would pass the limit; returns
-        (chunk_index, file_index, from_timestamp)."""
-        if self.is_open and self.frames_in_file and (
-            self._estimated_bytes(self.frames_in_file + num_frames) > self.limit_bytes
-        ):
-            self.roll()
-        if self._container is None:
-            self._open()
-        return self.chunk_index, self.file_index, self.frames_in_file / self.fps
+    def add_frame(self, state: np.ndarray, action: np.ndarray,
+                  images: Mapping[str, np.ndarray] | None = None) -> None:
+        """state (S,) and action (A,) numbers; images: camera key -> (H, W, 3) uint8 RGB.
+        Invalid input raises WriterInputError and adds nothing."""
+        self._check_open()
+        w = self._writer
+        state = w._check_vector("state", state, len(w.state_names))
+        action = w._check_vector("action", action, len(w.action_names))
+        images = w._check_images(images, None)
+        self._append(state, action, images)
 
-    def _open(self) -> None:
-        self._path = self.root / VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk_index,
-                                                   file_index=self.file_index)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self._path), mode="w", format="mp4")
-        self._stream = self._container.add_stream(self.encoder, rate=self.fps)
-        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, PIX_FMT
-        self._stream.options = dict(self.options)
-        self.frames_in_file = 0
-        self.is_open = True
+    def _append(self, state: np.ndarray, action: np.ndarray, images: Mapping[str, np.ndarray]) -> None:
+        t = len(self._states)
+        try:
+            for key, clip in self._clips.items():
+                clip.add_frame(images[key])
+                if t % self._writer.image_stats_every == 0:
+                    self._image_stats[key].add(images[key])
+        except BaseException:
+            self.discard()  # a clip may hold part of this frame: the episode cannot go on
+            raise
+        self._states.append(state.astype(np.float32, copy=False))
+        self._actions.append(action.astype(np.float32, copy=False))
 
-    def _estimated_bytes(self, frames: int) -> float:
-        # Packets muxed so far give bytes/frame; before the first packet (encoder delay)
-        # assume 1% of raw RGB, a typical AV1/H.264 ratio at these settings.
-        if self._packets_muxed:
-            return frames * self._bytes_muxed / self._packets_muxed
-        return frames * self.height * self.width * 3 * 0.01
+    def save(self) -> int:
+        """Add the episode to the dataset; returns its episode_index."""
+        self._check_open()
+        if not self._states:
+            raise _bad("episode", "has no frames; add frames or discard() it")
+        try:
+            for clip in self._clips.values():
+                clip.close()
+        except BaseException:
+            self.discard()
+            raise
+        self._status = "saved"
+        self._writer._commit(self)
+        return self.episode_index
 
-    def add_frame(self, rgb: np.ndarray) -> None:
-        """rgb: (H, W, 3) uint8."""
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = self.frames_in_file
-        self._mux(self._stream.encode(frame))
-        self.frames_in_file += 1
+    def discard(self) -> None:
+        """Drop this episode; the writer goes on with the next one."""
+        if self._status != "open":
+            return
+        self._status = "discarded"
+        self._abort_clips()
+        self._writer._current = None
 
-    def _mux(self, packets: Sequence[Any]) -> None:
-        for packet in packets:
-            self._bytes_muxed += packet.size
-            self._packets_muxed += 1
-            self._container.mux(packet)
+    def _abort_clips(self) -> None:
+        for clip in self._clips.values():
+            clip.abort()
 
-    def close(self) -> None:
-        if self._container is not None:
-            self._mux(self._stream.encode(None))
-            self._container.close()
-            self._container = None
-            self._stream = None
-        super().close()
+    def _check_open(self) -> None:
+        if self._status != "open":
+            raise DatasetError(f"episode {self.episode_index} was already {self._status}", self._writer.root)
 
-    def abort(self) -> None:
-        """Close without flushing (used when the dataset is discarded)."""
-        if self._container is not None:
-            with contextlib.suppress(Exception):
-                self._stream.encode(None)  # SVT-AV1 complains when closed without end of stream
-            with contextlib.suppress(Exception):
-                self._container.close()
-            self._container = None
-        super().close()
+    def __enter__(self) -> EpisodeRecorder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            if self._status == "open":
+                self.save()
+        else:
+            self.discard()
 
 
 # --------------------------------------------------------------------------------------
@@ -505,6 +474,9 @@ class VideoEncoderSink(RollingFile):
 
 class DatasetWriter:
     """Record episodes into a new LeRobot v3.0 dataset at `root`.
+
+    Two ways to add an episode: `add_episode(task, state, action, images)` with whole
+    arrays, or frame by frame with `begin_episode(task)` -> EpisodeRecorder.
 
     Args:
         root: the dataset directory to create; it appears only when `finalize()` succeeds.
@@ -518,7 +490,7 @@ class DatasetWriter:
         data_files_size_in_mb / video_files_size_in_mb: start a new file when the
             current one would pass this size (LeRobot: 100 / 200).
         crf, gop, preset: encoder settings (LeRobot: crf 30, g 2, preset 12 for AV1).
-        image_stats_frames: frames per episode sampled (evenly) for image statistics.
+        image_stats_every: image stats use every n-th frame (strided to <= 160 px).
         overwrite: replace an existing `root` on finalize instead of refusing.
     """
 
@@ -538,7 +510,7 @@ class DatasetWriter:
         crf: int | None = None,
         gop: int = DEFAULT_GOP,
         preset: int = DEFAULT_SVT_PRESET,
-        image_stats_frames: int = DEFAULT_IMAGE_STATS_FRAMES,
+        image_stats_every: int = DEFAULT_IMAGE_STATS_EVERY,
         overwrite: bool = False,
     ) -> None:
         self.root = Path(root)
@@ -551,20 +523,21 @@ class DatasetWriter:
         self.state_names = self._check_names("state_names", state_names)
         self.action_names = self._check_names("action_names", action_names)
         self.camera_shapes = self._check_cameras(camera_shapes or {})
-        for name, value in (("chunks_size", chunks_size), ("image_stats_frames", image_stats_frames),
+        for name, value in (("chunks_size", chunks_size), ("image_stats_every", image_stats_every),
                             ("gop", gop)):
-            if not isinstance(value, (int, np.integer)) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise _bad(name, f"must be a positive integer, got {value!r}")
         for name, value in (("data_files_size_in_mb", data_files_size_in_mb),
                             ("video_files_size_in_mb", video_files_size_in_mb)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
                 raise _bad(name, f"must be a positive number, got {value!r}")
         if codec not in CODECS:
             raise _bad("codec", f"must be one of {sorted(CODECS)}, got {codec!r}")
         self.chunks_size = int(chunks_size)
         self.data_files_size_in_mb = data_files_size_in_mb
         self.video_files_size_in_mb = video_files_size_in_mb
-        self.image_stats_frames = int(image_stats_frames)
+        self.image_stats_every = int(image_stats_every)
         self.encoder, self.codec_name = CODECS[codec]
         self.encoder_options = encoder_options(self.encoder, crf, gop, preset)
         if self.camera_shapes:
@@ -582,16 +555,22 @@ class DatasetWriter:
         self._tasks: dict[str, int] = {}
         self._records: list[EpisodeRecord] = []
         self._total_frames = 0
-        self._state = "open"  # -> "finalized" | "aborted"
+        self._current: EpisodeRecorder | None = None
+        self._status = "open"  # -> "finalized" | "aborted"
         # Build everything in a hidden sibling; renamed to root on finalize().
         self._dir_ctx = atomic_directory(self.root)
         self._tmp = self._dir_ctx.__enter__()
         self._data = ParquetSink(self._tmp, self._schema, data_files_size_in_mb * 1024**2, self.chunks_size)
-        self._videos = {
-            key: VideoEncoderSink(self._tmp, key, h, w, self.fps, self.encoder, self.encoder_options,
-                                  video_files_size_in_mb * 1024**2, self.chunks_size)
-            for key, (h, w) in self.camera_shapes.items()
+        self._joiners = {
+            key: ClipJoiner(self._video_path_for(key), self.fps, video_files_size_in_mb * 1024**2, self.chunks_size)
+            for key in self.camera_shapes
         }
+
+    def _video_path_for(self, key: str) -> Any:
+        def path_for(chunk: int, file: int) -> Path:
+            return self._tmp / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+
+        return path_for
 
     # --- validation ------------------------------------------------------------------
     @staticmethod
@@ -626,20 +605,15 @@ class DatasetWriter:
             raise DatasetError(f"cannot encode video: {reason}", self.root)
         logger.warning("%s; falling back to %s (H.264)", reason, FALLBACK_ENCODER)
         self.encoder, self.codec_name = CODECS[FALLBACK_ENCODER]
-        self.encoder_options = encoder_options(self.encoder, None if crf is None else crf, gop, preset)
+        self.encoder_options = encoder_options(self.encoder, crf, gop, preset)
         reason = probe_encoder(self.encoder, h, w, self.encoder_options)
         if reason is not None:
             raise DatasetError(f"cannot encode video: {reason}", self.root)
 
-    def _check_vectors(self, arg: str, x: Any, dim: int, length: int | None) -> np.ndarray:
+    @staticmethod
+    def _check_numeric(arg: str, x: Any) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             raise _bad(arg, f"must be a numpy array, got {type(x).__name__}")
-        if x.ndim != 2 or x.shape[1] != dim:
-            raise _bad(arg, f"must have shape (T, {dim}), got {x.shape}")
-        if x.shape[0] == 0:
-            raise _bad(arg, "episode is empty (T = 0)")
-        if length is not None and x.shape[0] != length:
-            raise _bad(arg, f"has {x.shape[0]} frames but state has {length}")
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise _bad(arg, f"must be numeric (float32), got dtype {x.dtype}")
         x = x.astype(np.float32, copy=False)
@@ -647,25 +621,56 @@ class DatasetWriter:
             raise _bad(arg, "contains NaN or infinite values")
         return x
 
-    def _check_images(self, images: Any, length: int) -> Mapping[str, np.ndarray]:
+    def _check_vectors(self, arg: str, x: Any, dim: int, length: int | None) -> np.ndarray:
+        """(T, dim) array of one episode."""
+        if isinstance(x, np.ndarray) and (x.ndim != 2 or x.shape[1] != dim):
+            raise _bad(arg, f"must have shape (T, {dim}), got {x.shape}")
+        x = self._check_numeric(arg, x)
+        if x.shape[0] == 0:
+            raise _bad(arg, "episode is empty (T = 0)")
+        if length is not None and x.shape[0] != length:
+            raise _bad(arg, f"has {x.shape[0]} frames but state has {length}")
+        return x
+
+    def _check_vector(self, arg: str, x: Any, dim: int) -> np.ndarray:
+        """(dim,) array of one frame."""
+        if isinstance(x, np.ndarray) and x.shape != (dim,):
+            raise _bad(arg, f"must have shape ({dim},) for one frame, got {x.shape}")
+        return self._check_numeric(arg, x)
+
+    def _check_images(self, images: Any, length: int | None) -> Mapping[str, np.ndarray]:
+        """camera key -> (T, H, W, 3) uint8 for an episode, or (H, W, 3) for one frame (length None)."""
         images = images or {}
         if not isinstance(images, Mapping):
-            raise _bad("images", f"must be a dict camera key -> (T, H, W, 3) uint8, got {type(images).__name__}")
+            raise _bad("images", f"must be a dict camera key -> uint8 RGB array, got {type(images).__name__}")
         missing = sorted(set(self.camera_shapes) - set(images))
         extra = sorted(set(images) - set(self.camera_shapes))
         if missing or extra:
             raise _bad("images", f"camera keys must be {sorted(self.camera_shapes)}; missing {missing}, unexpected {extra}")
         for key, frames in images.items():
             h, w = self.camera_shapes[key]
+            shape = (h, w, 3) if length is None else (length, h, w, 3)
+            what = "(H, W, 3)" if length is None else "(T, H, W, 3)"
             if not isinstance(frames, np.ndarray):
                 raise _bad(f"images[{key!r}]", f"must be a numpy array, got {type(frames).__name__}")
-            if frames.shape != (length, h, w, 3):
-                raise _bad(f"images[{key!r}]", f"must have shape {(length, h, w, 3)} (T, H, W, 3), got {frames.shape}")
+            if frames.shape != shape:
+                raise _bad(f"images[{key!r}]", f"must have shape {shape} {what}, got {frames.shape}")
             if frames.dtype != np.uint8:
                 raise _bad(f"images[{key!r}]", f"must be uint8 RGB, got dtype {frames.dtype}")
         return images
 
     # --- recording ---------------------------------------------------------------------
+    def begin_episode(self, task: str) -> EpisodeRecorder:
+        """Start an episode to be filled frame by frame (see EpisodeRecorder)."""
+        self._check_open()
+        if self._current is not None:
+            raise DatasetError(f"episode {self._current.episode_index} is still open; save() or discard() it first",
+                               self.root)
+        if not isinstance(task, str) or not task.strip():
+            raise _bad("task", f"must be a non-empty string, got {task!r}")
+        self._current = EpisodeRecorder(self, task, len(self._records))
+        return self._current
+
     def add_episode(self, task: str, state: np.ndarray, action: np.ndarray,
                     images: Mapping[str, np.ndarray] | None = None) -> int:
         """Append one episode; returns its episode_index.
@@ -681,23 +686,33 @@ class DatasetWriter:
         length = state.shape[0]
         action = self._check_vectors("action", action, len(self.action_names), length)
         images = self._check_images(images, length)
-
+        episode = self.begin_episode(task)
         try:
-            return self._write_episode(task, state, action, images)
+            for t in range(length):
+                episode._append(state[t], action[t], {key: frames[t] for key, frames in images.items()})
         except BaseException:
-            self.abort()
+            episode.discard()
+            raise
+        return episode.save()
+
+    def _commit(self, episode: EpisodeRecorder) -> None:
+        """Append a finished episode's frames and clips to the dataset files."""
+        self._current = None
+        try:
+            self._write_episode(episode)
+        except BaseException:
+            self.abort()  # a file may hold part of the episode: nothing can be trusted
             raise
 
-    def _write_episode(self, task: str, state: np.ndarray, action: np.ndarray,
-                       images: Mapping[str, np.ndarray]) -> int:
-        length = state.shape[0]
-        task_index = self._tasks.setdefault(task, len(self._tasks))
-        episode_index = len(self._records)
+    def _write_episode(self, episode: EpisodeRecorder) -> None:
+        length = episode.num_frames
+        task_index = self._tasks.setdefault(episode.task, len(self._tasks))
+        episode_index = episode.episode_index
         start = self._total_frames
         frame_index = np.arange(length, dtype=np.int64)
         columns = {
-            ACTION: action,  # (T, A)
-            OBS_STATE: state,  # (T, S)
+            ACTION: np.stack(episode._actions),  # (T, A)
+            OBS_STATE: np.stack(episode._states),  # (T, S)
             TIMESTAMP: (frame_index / self.fps).astype(np.float32),
             FRAME_INDEX: frame_index,
             EPISODE_INDEX: np.full(length, episode_index, np.int64),
@@ -705,31 +720,27 @@ class DatasetWriter:
             TASK_INDEX: np.full(length, task_index, np.int64),
         }
         ep_stats = {key: stats_lib.compute_feature_stats(values) for key, values in columns.items()}
-
         videos: dict[str, tuple[int, int, float, float]] = {}
-        sample = stats_lib.sample_frame_indices(length, self.image_stats_frames)
-        for key, sink in self._videos.items():
-            frames = images[key]
-            chunk, file, from_ts = sink.begin_episode(length)
-            for t in range(length):
-                sink.add_frame(frames[t])
-            videos[key] = (chunk, file, from_ts, from_ts + length / self.fps)
-            ep_stats[key] = stats_lib.compute_image_stats(frames[sample], num_frames=length)
-
+        for key, joiner in self._joiners.items():
+            clip = probe_clip(episode._clips[key].path)
+            if clip.num_frames != length:
+                raise DatasetError(f"encoded {clip.num_frames} frames for {length} added", clip.path)
+            videos[key] = joiner.add_clip(clip)
+            clip.path.unlink()
+            ep_stats[key] = episode._image_stats[key].result(num_frames=length)
         data_chunk, data_file = self._data.write_episode(columns_to_table(columns, self._schema))
         self._records.append(EpisodeRecord(
-            episode_index=episode_index, tasks=[task], length=length, data_chunk_index=data_chunk,
+            episode_index=episode_index, tasks=[episode.task], length=length, data_chunk_index=data_chunk,
             data_file_index=data_file, dataset_from_index=start, dataset_to_index=start + length,
             videos=videos, stats={k: ep_stats[k] for k in self.features if k in ep_stats},
         ))
         self._total_frames += length
-        logger.debug("episode %d: %d frames, task %r", episode_index, length, task)
-        return episode_index
+        logger.debug("episode %d: %d frames, task %r", episode_index, length, episode.task)
 
     def _check_open(self) -> None:
-        if self._state == "finalized":
+        if self._status == "finalized":
             raise DatasetError("writer is already finalized; create a new DatasetWriter", self.root)
-        if self._state == "aborted":
+        if self._status == "aborted":
             raise DatasetError("writing was aborted (an episode failed to write); nothing was kept", self.root)
 
     @property
@@ -743,16 +754,21 @@ class DatasetWriter:
     # --- finishing ---------------------------------------------------------------------
     def finalize(self) -> Path:
         """Close the files, write the metadata and move the dataset to `root`."""
-        if self._state == "finalized":
+        if self._status == "finalized":
             return self.root
         self._check_open()
+        if self._current is not None:
+            raise DatasetError(f"episode {self._current.episode_index} is still open; save() or discard() it first",
+                               self.root)
         if not self._records:
             self.abort()
             raise DatasetError("no episodes were added; nothing was written", self.root)
         try:
             self._data.close()
-            for sink in self._videos.values():
-                sink.close()
+            for joiner in self._joiners.values():
+                joiner.close()
+            with contextlib.suppress(OSError):
+                (self._tmp / CLIPS_DIR).rmdir()
             info = build_info(
                 robot_type=self.robot_type, fps=self.fps, features=self.features,
                 total_episodes=len(self._records), total_frames=self._total_frames, total_tasks=len(self._tasks),
@@ -765,19 +781,22 @@ class DatasetWriter:
             self.abort()
             raise
         self._dir_ctx.__exit__(None, None, None)  # rename the temp dir to root
-        self._state = "finalized"
+        self._status = "finalized"
         logger.info("wrote %s: %d episodes, %d frames", self.root, len(self._records), self._total_frames)
         return self.root
 
     def abort(self) -> None:
         """Discard everything written so far (root is left untouched)."""
-        if self._state != "open":
+        if self._status != "open":
             return
-        self._state = "aborted"
+        self._status = "aborted"
+        if self._current is not None:
+            self._current.discard()
         with contextlib.suppress(Exception):
             self._data.close()
-        for sink in self._videos.values():
-            sink.abort()
+        for joiner in self._joiners.values():
+            with contextlib.suppress(Exception):
+                joiner.close()
         err = DatasetError("dataset writing aborted", self.root)
         with contextlib.suppress(DatasetError):
             self._dir_ctx.__exit__(DatasetError, err, None)

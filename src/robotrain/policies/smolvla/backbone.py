@@ -1,0 +1,299 @@
+"""The SmolVLM2 backbone: its configuration, weights and tokenizer, from local files only.
+
+`vlm` (see `SmolVLAConfig`) is resolved here:
+- a directory: a SmolVLM2 snapshot (config.json, model.safetensors or a sharded index,
+  tokenizer.json + tokenizer_config.json), as `huggingface-cli download` leaves it;
+- "full-random": SmolVLM2-500M-Video-Instruct's shape with random weights (benchmarks);
+- "tiny": a few-thousand-parameter SmolVLM for tests and CPU smoke runs;
+- None: the `vlm_model_name` snapshot in the local Hugging Face cache, if there is one.
+Random configurations have no tokenizer file; they use `ByteTokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from robotrain.errors import CheckpointError, ConfigError
+from robotrain.policies.smolvla.config import VLM_FULL_RANDOM, VLM_TINY, SmolVLAConfig
+
+logger = logging.getLogger(__name__)
+
+# SmolVLM2-500M-Video-Instruct (text 960 wide, SigLIP 768 wide at 512 px, pixel shuffle 4).
+# The shapes agree with ../shared/docs/smolvla_state_dict_keys.txt.
+FULL_SMOLVLM2_500M: dict[str, Any] = {
+    "model_type": "smolvlm",
+    "image_token_id": 49190,
+    "scale_factor": 4,
+    "tie_word_embeddings": False,
+    "text_config": {
+        "model_type": "llama",
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+        "head_dim": 64,
+        "num_hidden_layers": 32,
+        "vocab_size": 49280,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 8192,
+        "rope_theta": 100000.0,
+        "hidden_act": "silu",
+        "pad_token_id": 2,
+        "tie_word_embeddings": False,
+    },
+    "vision_config": {
+        "model_type": "smolvlm_vision",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "image_size": 512,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-6,
+        "hidden_act": "gelu_pytorch_tanh",
+    },
+}
+
+# A tiny SmolVLM: 32 px images, 8 px patches -> 16 patches -> 4 tokens after pixel shuffle 2.
+TINY_SMOLVLM: dict[str, Any] = {
+    "model_type": "smolvlm",
+    "image_token_id": 3,
+    "scale_factor": 2,
+    "tie_word_embeddings": False,
+    "text_config": {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "num_hidden_layers": 4,
+        "vocab_size": 260,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 512,
+        "hidden_act": "silu",
+        "pad_token_id": 0,
+        "tie_word_embeddings": False,
+    },
+    "vision_config": {
+        "model_type": "smolvlm_vision",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "layer_norm_eps": 1e-6,
+        "hidden_act": "gelu_pytorch_tanh",
+    },
+}
+
+
+class TaskTokenizer(Protocol):
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes shifted by 4 (0 = pad). Only for random backbones that ship no tokenizer."""
+
+    pad_id = 0
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return [(b + 4) % self.vocab_size for b in text.encode("utf-8")]
+
+
+class FileTokenizer:
+    """A snapshot's `tokenizer.json`, run by the `tokenizers` library (what a fast
+    AutoTokenizer runs too), with the pad token named in `tokenizer_config.json`."""
+
+    def __init__(self, snapshot: Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = snapshot / "tokenizer.json"
+        if not path.is_file():
+            raise CheckpointError("no tokenizer.json in the SmolVLM2 snapshot", snapshot)
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the tokenizers library raises plain Exceptions
+            raise CheckpointError(f"cannot read tokenizer: {exc}", path) from exc
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.pad_id = self._find_pad_id(snapshot)
+
+    def _find_pad_id(self, snapshot: Path) -> int:
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            path = snapshot / name
+            if not path.is_file():
+                continue
+            try:
+                pad = json.loads(path.read_text()).get("pad_token")
+            except (OSError, json.JSONDecodeError) as exc:
+                raise CheckpointError(f"cannot read: {exc}", path) from exc
+            if isinstance(pad, dict):
+                pad = pad.get("content")
+            if isinstance(pad, str):
+                pad_id = self._tok.token_to_id(pad)
+                if pad_id is None:
+                    raise CheckpointError(f"pad_token {pad!r} is not in tokenizer.json", path)
+                return pad_id
+        raise CheckpointError("tokenizer_config.json names no pad_token", snapshot)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+
+def tokenize(
+    tokenizer: TaskTokenizer, tasks: Sequence[str], max_length: int, pad_to_max: bool
+) -> tuple[Tensor, Tensor]:
+    """Token ids (B, L) and mask (B, L), right-padded (LeRobot pads on the right)."""
+    ids = [tokenizer.encode(t)[:max_length] for t in tasks]
+    length = max_length if pad_to_max else max(1, max(len(i) for i in ids))
+    out = torch.full((len(ids), length), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), length), dtype=torch.bool)
+    for row, seq in enumerate(ids):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = True
+    return out, mask
+
+
+def _hf_cache_snapshot(model_name: str) -> Path | None:
+    """The newest local snapshot of `model_name` in the Hugging Face cache, if any."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+    snapshots = Path(hub) / ("models--" + model_name.replace("/", "--")) / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    candidates = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()), key=os.path.getmtime)
+    return candidates[-1] if candidates else None
+
+
+def resolve_vlm(config: SmolVLAConfig) -> tuple[dict[str, Any], Path | None]:
+    """(SmolVLM config dict, snapshot dir or None for random configs)."""
+    if config.vlm == VLM_TINY:
+        return json.loads(json.dumps(TINY_SMOLVLM)), None
+    if config.vlm == VLM_FULL_RANDOM:
+        return json.loads(json.dumps(FULL_SMOLVLM2_500M)), None
+    if config.vlm is None:
+        snapshot = _hf_cache_snapshot(config.vlm_model_name)
+        if snapshot is None:
+            raise ConfigError(
+                f"--policy.vlm is not set and {config.vlm_model_name!r} is not in the local Hugging Face "
+                "cache; set it to a local SmolVLM2 snapshot directory, 'tiny' or 'full-random'"
+            )
+    else:
+        snapshot = Path(config.vlm)
+    path = snapshot / "config.json"
+    if not path.is_file():
+        raise ConfigError("not a SmolVLM2 snapshot directory (no config.json)", snapshot)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read SmolVLM2 config: {exc}", path) from exc
+    if data.get("model_type") not in ("smolvlm", "idefics3"):
+        raise ConfigError(f"model_type is {data.get('model_type')!r}, expected 'smolvlm'", path)
+    return data, snapshot
+
+
+def build_vlm(vlm_dict: dict[str, Any], num_layers: int, device: torch.device | str | None = None) -> torch.nn.Module:
+    """A SmolVLMForConditionalGeneration with only the first `num_layers` decoder layers."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    data = json.loads(json.dumps(vlm_dict))
+    data["model_type"] = "smolvlm"
+    text = data.setdefault("text_config", {})
+    text["num_hidden_layers"] = min(num_layers, int(text.get("num_hidden_layers", num_layers)))
+    for key in ("architectures", "transformers_version", "torch_dtype", "dtype"):
+        data.pop(key, None)
+    vlm_config = SmolVLMConfig.from_dict(data)
+    vlm_config._attn_implementation = "sdpa"
+    vlm_config.vision_config._attn_implementation = "sdpa"
+    vlm_config.text_config._attn_implementation = "sdpa"
+    with torch.device(device) if device is not None else nullcontext():
+        return SmolVLMForConditionalGeneration(vlm_config)
+
+
+def _safetensors_files(snapshot: Path) -> list[Path]:
+    single = snapshot / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = snapshot / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"cannot read shard index: {exc}", index) from exc
+        return [snapshot / s for s in shards]
+    raise CheckpointError("no model.safetensors (or index) in the SmolVLM2 snapshot", snapshot)
+
+
+def _iter_tensors(files: Sequence[Path]) -> Iterator[tuple[str, Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    yield key, f.get_tensor(key)
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read weights: {exc}", path) from exc
+
+
+def load_vlm_weights(vlm: torch.nn.Module, snapshot: Path) -> None:
+    """Copy a snapshot's weights into `vlm`; decoder layers beyond the kept ones are skipped.
+
+    Strict: a missing weight, an unexpected one or a shape mismatch is a CheckpointError."""
+    params = vlm.state_dict()
+    kept = len(vlm.model.text_model.layers)
+    seen: set[str] = set()
+    unexpected: list[str] = []
+    with torch.no_grad():
+        for key, tensor in _iter_tensors(_safetensors_files(snapshot)):
+            if key not in params:
+                parts = key.split(".")
+                if key.startswith("model.text_model.layers.") and int(parts[3]) >= kept:
+                    continue  # layers cut by num_vlm_layers
+                unexpected.append(key)
+                continue
+            if tuple(tensor.shape) != tuple(params[key].shape):
+                raise CheckpointError(
+                    f"{key}: shape {tuple(tensor.shape)} in the snapshot, {tuple(params[key].shape)} in the model",
+                    snapshot,
+                )
+            params[key].copy_(tensor.to(params[key].dtype))
+            seen.add(key)
+    missing = sorted(set(params) - seen)
+    if missing == ["lm_head.weight"] and "model.text_model.embed_tokens.weight" in seen:
+        with torch.no_grad():  # tied embeddings: the snapshot stores one copy
+            params["lm_head.weight"].copy_(params["model.text_model.embed_tokens.weight"])
+        missing = []
+    if missing or unexpected:
+        raise CheckpointError(
+            f"snapshot weights do not match SmolVLM: missing {short_list(missing)}, unexpected {short_list(unexpected)}",
+            snapshot,
+        )
+
+
+def short_list(keys: Sequence[str], n: int = 8) -> str:
+    keys = list(keys)
+    return "[]" if not keys else f"{len(keys)} ({', '.join(keys[:n])}{', ...' if len(keys) > n else ''})"
+
+
+def load_tokenizer(snapshot: Path | None, vocab_size: int) -> TaskTokenizer:
+    if snapshot is None:
+        return ByteTokenizer(vocab_size)
+    return FileTokenizer(snapshot)

@@ -1,0 +1,255 @@
+"""Record scripted-expert demonstrations of the SO-101 sim into a LeRobot v3.0 dataset.
+
+Worker processes (one GL context each) roll out and render episodes; the main process
+writes them in seed order with `robotrain.data.writer.DatasetWriter`, so the dataset is
+the same whatever the number of workers. Only successful episodes are kept (failed
+seeds are counted and skipped). Frames travel from workers as .npy files in a temporary
+directory (memory-mapped by the writer), not through pipes.
+
+Units written to the dataset (also in its README.md and meta/robotrain_sim.json):
+joint positions in degrees for the five arm joints (LeRobot's `use_degrees=True`
+convention on the real `so101_follower`) and 0..100 for the gripper (0 closed).
+
+Example:
+    MUJOCO_GL=egl robotrain sim record --episodes 75 --out data/so101_sim --size 480x640 --workers 2
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS, SO101_JOINT_NAMES, SO101_ROBOT_TYPE, SO101_TASK
+from robotrain.errors import ConfigError, SimulationError
+from robotrain.io_utils import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+UNITS_NOTE = (
+    "Joint positions (observation.state and action) are in degrees for shoulder_pan, "
+    "shoulder_lift, elbow_flex, wrist_flex and wrist_roll (0 deg = middle of the joint range; "
+    "LeRobot's so101_follower with use_degrees=True), and 0..100 for the gripper (0 = closed, "
+    "100 = fully open)."
+)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Everything that decides the recorded dataset's content."""
+
+    episodes: int = 75
+    height: int = 480
+    width: int = 640
+    seed: int = 0
+    max_steps: int = 300  # per episode (10 s at 30 Hz); the expert usually finishes in 6-9 s
+    only_successful: bool = True  # skip episodes where the expert failed
+    # H.264 by default: with two SVT-AV1 encoders alive in one process, recording at 480x640
+    # hung twice inside svt_av1_enc_send_picture (after ~10 episodes, CPU idle); 240x320 was fine.
+    codec: str = "libx264"
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.max_steps < 2:
+            raise ConfigError(f"--max-steps must be >= 2, got {self.max_steps}")
+        if self.height < 16 or self.width < 16:
+            raise ConfigError(f"--size must be at least 16x16, got {self.height}x{self.width}")
+
+
+@dataclass
+class RecordResult:
+    path: Path
+    recorded: int
+    discarded: int
+    episode_seeds: list[int]  # seed of each recorded episode, by episode_index
+    discarded_seeds: list[int]
+    frames: int
+    seconds: float
+
+
+# --- worker side -------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(height: int, width: int, max_steps: int, frame_dir: str) -> None:
+    from robotrain.sim.env import SO101PickPlaceEnv
+
+    _WORKER["env"] = SO101PickPlaceEnv(image_size=(height, width), max_episode_steps=max_steps,
+                                       terminate_on_success=False)
+    _WORKER["dir"] = Path(frame_dir)
+
+
+def _worker_episode(seed: int, only_successful: bool) -> dict[str, Any]:
+    """Roll out one expert episode; save its frames as .npy (unless it failed and is dropped)."""
+    from robotrain.sim.expert import run_episode
+
+    ep = run_episode(_WORKER["env"], seed)
+    out = {"seed": seed, "success": ep["success"], "state": ep["state"], "action": ep["action"], "images": {}}
+    if ep["success"] or not only_successful:
+        for key, frames in ep["images"].items():
+            path = _WORKER["dir"] / f"{seed}_{key.removeprefix(OBS_IMAGES_PREFIX)}.npy"
+            np.save(path, frames)  # (T, H, W, 3) uint8
+            out["images"][key] = str(path)
+    return out
+
+
+def _frame_tmpdir(near: Path) -> Path:
+    """RAM-backed /dev/shm when it has room for a few episodes, else beside the output."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > 4 * 1024**3:
+        return Path(tempfile.mkdtemp(prefix="robotrain-frames-", dir=shm))
+    near.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".robotrain-frames-", dir=near))
+
+
+# --- main side -----------------------------------------------------------------------------
+def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = None, overwrite: bool = False,
+                   progress: bool = True) -> RecordResult:
+    """Record `cfg.episodes` successful expert episodes into a new dataset at `out`."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError("output already exists; choose a new --out (or pass --overwrite)", out)
+    try:
+        from robotrain.data.writer import DatasetWriter
+    except ImportError as exc:
+        raise SimulationError(f"the dataset writer (robotrain.data.writer) is not available: {exc}") from exc
+    workers = max(1, min(workers or (os.cpu_count() or 1), cfg.episodes))
+    max_attempts = 2 * cfg.episodes + 10
+    cameras = ("front", "wrist")
+    camera_shapes = {OBS_IMAGES_PREFIX + c: (cfg.height, cfg.width) for c in cameras}
+    frame_dir = _frame_tmpdir(out.parent)
+    t0 = time.perf_counter()
+    recorded, frames, discarded, seeds = 0, 0, [], []
+    writer = DatasetWriter(out, fps=SO101_FPS, robot_type=SO101_ROBOT_TYPE, state_names=SO101_JOINT_NAMES,
+                           action_names=SO101_JOINT_NAMES, camera_shapes=camera_shapes, codec=cfg.codec,
+                           overwrite=overwrite)
+    bar = _progress(progress, cfg.episodes)
+    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir))
+    try:
+        with _executor(workers, init_args) as pool, bar:
+            task = bar.add_task("recording", total=cfg.episodes, discarded=0)
+            pending: collections.deque[cf.Future] = collections.deque()
+            next_seed = cfg.seed
+            while recorded < cfg.episodes:
+                # Keep the pool busy with exactly as many seeds as still needed (plus spares
+                # once failures appear); results are consumed in seed order.
+                while len(pending) < max(workers, cfg.episodes - recorded) and len(pending) < 2 * workers:
+                    if next_seed - cfg.seed >= max_attempts:
+                        break
+                    pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful))
+                    next_seed += 1
+                if not pending:
+                    raise SimulationError(f"the expert failed {len(discarded)} of {max_attempts} episodes; "
+                                          f"only {recorded} recorded (seeds {discarded[:10]}...)")
+                ep = pending.popleft().result()
+                if not ep["success"] and cfg.only_successful:
+                    discarded.append(ep["seed"])
+                    bar.update(task, discarded=len(discarded))
+                    log.info("seed %d: expert failed, episode discarded", ep["seed"])
+                    continue
+                if recorded >= cfg.episodes:
+                    continue
+                images = {k: np.load(p, mmap_mode="r") for k, p in ep["images"].items()}
+                writer.add_episode(SO101_TASK, ep["state"], ep["action"], images)
+                del images
+                for p in ep["images"].values():
+                    Path(p).unlink(missing_ok=True)
+                recorded += 1
+                seeds.append(ep["seed"])
+                frames += len(ep["action"])
+                bar.update(task, advance=1)
+            for f in pending:
+                f.cancel()
+        writer.finalize()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        shutil.rmtree(frame_dir, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    _write_docs(out, cfg, seeds, discarded)
+    return RecordResult(out, recorded, len(discarded), seeds, discarded, frames, seconds)
+
+
+class _InlineExecutor(cf.Executor):
+    """One worker: run episodes in this process (no spawn cost; tests, tiny datasets)."""
+
+    def __init__(self, init_args: tuple) -> None:
+        _worker_init(*init_args)
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:  # type: ignore[override]
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # surfaces at .result(), like a pool
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        env = _WORKER.pop("env", None)
+        if env is not None:
+            env.close()
+
+
+def _executor(workers: int, init_args: tuple) -> cf.Executor:
+    """Render processes (spawned: each needs its own GL context), or inline for one worker."""
+    if workers == 1:
+        return _InlineExecutor(init_args)
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_init, initargs=init_args)
+
+
+def _progress(enabled: bool, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("discarded {task.fields[discarded]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list[int]) -> None:
+    """Units and provenance next to the data: a README.md dataset card and a JSON record."""
+    meta = {
+        "generator": "robotrain sim record",
+        "env": "robotrain/SO101PickPlace-v0",
+        "joint_units": {"shoulder_pan.pos": "deg", "shoulder_lift.pos": "deg", "elbow_flex.pos": "deg",
+                        "wrist_flex.pos": "deg", "wrist_roll.pos": "deg", "gripper.pos": "0..100 (0 closed)"},
+        "use_degrees": True,
+        "units_note": UNITS_NOTE,
+        "config": asdict(cfg),
+        "recorded_episodes": len(seeds),
+        "episode_seeds": seeds,
+        "discarded_seeds": discarded,
+    }
+    atomic_write_json(root / "meta" / "robotrain_sim.json", meta)
+    atomic_write_text(root / "README.md", f"""# SO-101 simulated pick-and-place (robotrain)
+
+Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
+({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
+{len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
+
+## Units
+{UNITS_NOTE}
+To train on this data and run on a real SO-101, set `use_degrees=True` on the follower.
+
+Details: `meta/robotrain_sim.json`.
+""")
+
+
+def record_summary(result: RecordResult) -> str:
+    return (f"wrote {result.path}: {result.recorded} episodes, {result.frames} frames, "
+            f"{result.discarded} failed episodes discarded, {result.seconds:.1f} s")
+
