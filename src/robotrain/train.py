@@ -182,7 +182,7 @@ def setup_runtime(config: TrainConfig) -> Runtime:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {config.device}: CUDA is not available on this machine")
-    if name == "cuda" and world > 1:
+    if name == "cuda":  # an explicit index: torch.cuda.set_device rejects a bare "cuda"
         name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
