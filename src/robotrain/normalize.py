@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import logging
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from robotrain.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# A std this small turns (x - mean) / std into values of 1e4 and more: gradients overflow.
+# LeRobot 0.4.4 writes per-episode image std ~1e-5 (its fixture shows it), so warn loudly.
+TINY_STD = 1e-4
 
 MEAN_STD = "MEAN_STD"
 MIN_MAX = "MIN_MAX"
@@ -54,6 +62,12 @@ class Normalizer(nn.Module):
             if feature_stats is None or any(s not in feature_stats for s in needed):
                 # LeRobot silently skips normalisation here; we refuse (shared docs §7).
                 raise ConfigError(f"dataset statistics lack {needed} for feature {key!r}, needed for {mode}")
+            if mode == MEAN_STD and float(np.min(np.asarray(feature_stats["std"]))) < TINY_STD:
+                logger.warning(
+                    "std of %r is below %g (%s): normalised values will be huge and training may "
+                    "diverge; recompute the dataset's stats", key, TINY_STD,
+                    np.asarray(feature_stats["std"]).reshape(-1).tolist(),
+                )
             for stat in needed:
                 value = torch.as_tensor(np.asarray(feature_stats[stat]), dtype=torch.float32)
                 self.register_buffer(_buffer_name(key, stat), value.clone(), persistent=False)
