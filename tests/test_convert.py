@@ -16,6 +16,7 @@ import pytest
 from robotrain.data import stats as stats_lib
 from robotrain.data import writer as writer_mod
 from robotrain.data.convert import ConversionReport, convert_v21_to_v30
+from robotrain.data.mp4 import keep_scheduling
 from robotrain.errors import DatasetError
 from test_writer import DEFAULT_CODEC, FILES, HAS_SVTAV1, read_episodes_meta, synthetic_frames
 
@@ -31,6 +32,8 @@ def encode_clip(path: Path, frames: np.ndarray, codec: str = "libsvtav1", fps: i
         s = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         s.options = {"g": "2", "crf": "30", "preset": "12"} if codec == "libsvtav1" else {"g": "2", "bf": "0"}
+        with keep_scheduling():  # SVT-AV1 would leave the test process SCHED_FIFO 99
+            s.codec_context.open()
         for i, rgb in enumerate(frames):
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             f.pts = i

@@ -12,8 +12,10 @@ converter reuse the same joiner on existing clips.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +45,49 @@ DEFAULT_CRF = {"libsvtav1": 30, "libx264": 23}
 DEFAULT_SVT_PRESET = 12
 STREAM_COPY_CODECS = ("av1", "h264", "hevc")  # codecs an mp4 holds and LeRobot decodes
 
+log = logging.getLogger(__name__)
+
+
+def _thread_ids() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:  # not Linux
+        return set()
+
+
+@contextlib.contextmanager
+def keep_scheduling() -> Iterator[None]:
+    """Undo the real-time scheduling SVT-AV1 imposes while an encoder is opened inside this block.
+
+    When the process may use real-time scheduling (root, or CAP_SYS_NICE), SVT-AV1's encoder
+    init calls sched_setscheduler(SCHED_FIFO, 99) on the thread that opens it, and its ~50
+    worker threads per encoder inherit SCHED_FIFO 99. Our Python thread then stays real-time
+    for good (and every thread and forked process it starts later inherits it). FIFO threads of
+    equal priority are never time-sliced, so the caller outruns the encoder's pipeline and, on
+    a loaded 2-core machine, the encode deadlocked within a few dozen 300-frame clips (caller
+    blocked in svt_av1_enc_send_picture, every SVT thread idle in sem_wait). Restoring the
+    caller's own policy on the caller and on the threads the encoder created avoids that.
+    """
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    me = threading.get_native_id()
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    before = _thread_ids()
+    try:
+        yield
+    finally:
+        changed = 0
+        for tid in (_thread_ids() - before) | {me}:
+            try:
+                if os.sched_getscheduler(tid) != policy or os.sched_getparam(tid).sched_priority != param.sched_priority:
+                    os.sched_setscheduler(tid, policy, param)
+                    changed += 1
+            except OSError:  # thread already gone, or not allowed (then it was not raised either)
+                continue
+        if changed:
+            log.debug("restored scheduling policy %d on %d encoder thread(s)", policy, changed)
+
 
 def encoder_options(encoder: str, crf: int | None = None, gop: int = DEFAULT_GOP,
                     preset: int = DEFAULT_SVT_PRESET) -> dict[str, str]:
@@ -63,7 +108,8 @@ def probe_encoder(encoder: str, height: int, width: int, options: Mapping[str, s
         ctx.width, ctx.height, ctx.pix_fmt = width, height, PIX_FMT
         ctx.time_base = Fraction(1, 30)
         ctx.options = dict(options)
-        ctx.open()
+        with keep_scheduling():
+            ctx.open()
         for i in range(2):
             frame = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24")
             frame.pts = i
@@ -86,6 +132,16 @@ class ClipEncoder:
         self._stream = self._container.add_stream(encoder, rate=fps)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIX_FMT
         self._stream.options = dict(options)
+        # Open now (PyAV would on the first frame) so the encoder's threads start inside
+        # keep_scheduling().
+        try:
+            with keep_scheduling():
+                self._stream.codec_context.open()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            path.unlink(missing_ok=True)
+            raise
 
     def add_frame(self, rgb: np.ndarray) -> None:
         """rgb: (H, W, 3) uint8."""
