@@ -212,14 +212,13 @@ def _text_rgba(text: str, height: int, width: int) -> np.ndarray:
 
 
 class EpisodeVideo:
-    """Streams one episode to an mp4 (H.264 via PyAV): both cameras side by side, and a
+    """Streams one episode to an mp4 (H.264 via robotrain.data.mp4): both cameras side by side, and a
     status bar below them that fills with time, turns green once the episode succeeds,
     and red at the end of a failed episode; the last frame is also saved as a PNG."""
 
     def __init__(self, path: Path, fps: int, camera_keys: tuple[str, ...], label: str, max_steps: int) -> None:
         self.path, self.fps, self.camera_keys, self.label, self.max_steps = path, fps, camera_keys, label, max_steps
-        self._container: Any = None
-        self._stream: Any = None
+        self._encoder: Any = None  # robotrain.data.mp4.ClipEncoder, opened on the first frame
         self._tmp = path.with_name(f".{path.name}.tmp")
         self._text: dict[str, np.ndarray] = {}
         self.n_frames = 0
@@ -252,40 +251,31 @@ class EpisodeVideo:
         return np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)))
 
     def add(self, obs_i: Mapping[str, np.ndarray], step: int, status: str) -> None:
-        import av
+        from robotrain.data.mp4 import PREVIEW_ENCODER, PREVIEW_OPTIONS, ClipEncoder
 
         # Copy: vector envs may reuse their observation buffers.
         self._last_obs = {k: np.array(obs_i[k]) for k in self.camera_keys if k in obs_i}
         self._last_step = step
         frame = self._compose(obs_i, step, status)
-        if self._container is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self._tmp), mode="w", format="mp4")
-            self._stream = self._container.add_stream("libx264", rate=self.fps)
-            self._stream.height, self._stream.width = frame.shape[:2]
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": "23", "preset": "veryfast"}
+        if self._encoder is None:
+            self._encoder = ClipEncoder(self._tmp, frame.shape[0], frame.shape[1], self.fps,
+                                        PREVIEW_ENCODER, PREVIEW_OPTIONS)
         self._write(frame)
 
     def _write(self, frame: np.ndarray) -> None:
-        import av
-
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            self._container.mux(packet)
+        self._encoder.add_frame(frame)
         self.n_frames += 1
         self.last = frame
 
     def close(self, success: bool) -> Path | None:
         """Hold the last frame with the outcome for VIDEO_HOLD_S, finish the file, save the PNG."""
-        if self._container is None or self._last_obs is None:
+        if self._encoder is None or self._last_obs is None:
             return None
         self._closing = True
         final = self._compose(self._last_obs, self._last_step, "success" if success else "fail")
         for _ in range(max(1, round(VIDEO_HOLD_S * self.fps))):
             self._write(final)
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        self._encoder.close()
         os.replace(self._tmp, self.path)
         import matplotlib.image
 
@@ -295,12 +285,9 @@ class EpisodeVideo:
 
     def abort(self) -> None:
         """Drop an unfinished video (an error mid-episode): no half-written mp4 remains."""
-        if self._container is not None:
-            try:
-                self._container.close()
-            except Exception:  # noqa: BLE001 - best effort while another error propagates
-                pass
-            self._container = None
+        if self._encoder is not None:
+            self._encoder.abort()
+            self._encoder = None
         self._tmp.unlink(missing_ok=True)
 
 

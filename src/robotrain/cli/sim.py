@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
     rec.add_argument("--max-steps", type=int, default=300, help="steps per episode, 30 Hz (default 300)")
     rec.add_argument("--keep-failures", action="store_true", help="also keep episodes where the expert failed")
-    rec.add_argument("--codec", default="libx264", choices=["libsvtav1", "libx264"],
-                     help="video codec (default libx264; libsvtav1 is LeRobot's default but hung at 480x640 here)")
+    rec.add_argument("--codec", default="libsvtav1", choices=["libsvtav1", "libx264"],
+                     help="video codec (default libsvtav1, LeRobot's; libx264 is the fallback)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     

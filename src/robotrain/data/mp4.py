@@ -165,6 +165,37 @@ class ClipEncoder:
         self.path.unlink(missing_ok=True)
 
 
+# H.264 for videos people watch (rollouts, expert previews), not dataset storage.
+PREVIEW_ENCODER = "libx264"
+PREVIEW_OPTIONS = {"crf": "23", "preset": "veryfast"}
+
+
+def even_frame(rgb: np.ndarray) -> np.ndarray:
+    """Pad (H, W, 3) to even H and W by repeating the edge: yuv420p needs even sizes."""
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:
+        rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(rgb)
+
+
+def write_preview_mp4(path: str | Path, frames: np.ndarray, fps: int) -> Path:
+    """frames (T, H, W, 3) uint8 -> an H.264 mp4 at `path`, written atomically."""
+    from robotrain.io_utils import atomic_path
+
+    path = Path(path)
+    first = even_frame(frames[0])
+    with atomic_path(path) as tmp:
+        encoder = ClipEncoder(tmp, first.shape[0], first.shape[1], fps, PREVIEW_ENCODER, PREVIEW_OPTIONS)
+        try:
+            for frame in frames:
+                encoder.add_frame(even_frame(frame))
+            encoder.close()
+        except BaseException:
+            encoder.abort()
+            raise
+    return path
+
+
 @dataclass
 class Clip:
     """What we need to know about one episode's mp4 to join it to others."""

@@ -54,9 +54,9 @@ class RecordConfig:
     seed: int = 0
     max_steps: int = 300  # per episode (10 s at 30 Hz); the expert usually finishes in 6-9 s
     only_successful: bool = True  # skip episodes where the expert failed
-    # H.264 by default: with two SVT-AV1 encoders alive in one process, recording at 480x640
-    # hung twice inside svt_av1_enc_send_picture (after ~10 episodes, CPU idle); 240x320 was fine.
-    codec: str = "libx264"
+    # LeRobot's AV1. (A hang seen here came from SVT-AV1 making its threads SCHED_FIFO 99 as
+    # root; data/mp4.py undoes that, see keep_scheduling.)
+    codec: str = "libsvtav1"
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

@@ -18,25 +18,10 @@ from robotrain.io_utils import atomic_path
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = SO101_FPS) -> Path:
-    """frames (T, H, W, 3) uint8 -> H.264 mp4 at `path` (written atomically)."""
-    import av
+    """frames (T, H, W, 3) uint8 -> H.264 mp4 at `path` (written atomically by robotrain.data)."""
+    from robotrain.data.mp4 import write_preview_mp4
 
-    path = Path(path)
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:  # yuv420p needs even sizes
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "23", "preset": "veryfast"}
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    return path
+    return write_preview_mp4(path, frames, fps)
 
 
 def episode_video(out: str | Path, seed: int, height: int, width: int) -> tuple[Path, bool, int]:
