@@ -464,6 +464,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
                     progress.update(progress.task_ids[0], completed=step, info=f"loss {values['loss']:.3f}")
         if rt.is_main:
             logger.info("done: %d steps, run dir %s", step, run_dir)
+        if rt.distributed:
+            dist.barrier()  # let rank 0 finish saving before any rank tears down gloo/nccl
         return run_dir
     finally:
         if metrics is not None:
