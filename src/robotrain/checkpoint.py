@@ -265,6 +265,8 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") 
         fps = int(ours.get("fps", fps))
         if isinstance(ours.get("policy"), dict) and ours["policy"].get("type", config_json["type"]) == config_json["type"]:
             full_config.update(ours["policy"])
+    # The weights come from model.safetensors below, not from where training started.
+    full_config.pop("pretrained", None)
     policy_class = get_policy_class(config_json["type"])
     try:
         config = policy_config_from_lerobot(policy_class.config_class, full_config)

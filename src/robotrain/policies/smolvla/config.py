@@ -180,7 +180,8 @@ class SmolVLAConfig(PolicyConfig):
         `overrides` sets our own fields (e.g. `vlm="/path/to/snapshot"`)."""
         if data.get("type", "smolvla") != "smolvla":
             raise ConfigError(f"config.json describes a {data.get('type')!r} policy, not 'smolvla'")
-        names = {f.name for f in dataclasses.fields(cls)} - set(_OURS)
+        # Our own fields come along when `data` is our train_config.json's policy section.
+        names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         unsupported = [k for k in _UNSUPPORTED_IF_SET if data.get(k)]
         if unsupported:
@@ -189,7 +190,7 @@ class SmolVLAConfig(PolicyConfig):
         if ignored:
             logger.info("ignoring LeRobot SmolVLA config fields without effect here: %s", ignored)
         # LeRobot has one cosine-with-warmup preset for SmolVLA.
-        kwargs["scheduler"] = "cosine"
+        kwargs.setdefault("scheduler", "cosine")
         kwargs.update(overrides)
         return cls(**kwargs)
 
