@@ -374,6 +374,10 @@ class TrainConfig:
     policy's resize_mode when it has one."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
+    use_imagenet_stats: bool = True
+    """Normalise camera images with ImageNet's mean/std instead of the dataset's, as
+    lerobot-train does by default (`dataset.use_imagenet_stats`); the stats saved in the
+    checkpoint are the ones used, so LeRobot and robotrain reload it identically."""
     ddp_find_unused_parameters: bool = False
     """With torchrun: let DDP tolerate parameters that get no gradient in a step (slower)."""
     tensorboard: bool = True

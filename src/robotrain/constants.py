@@ -11,6 +11,10 @@ from __future__ import annotations
 OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
 OBS_IMAGES_PREFIX = "observation.images."
+# ImageNet per-channel RGB statistics; lerobot-train (dataset.use_imagenet_stats, default
+# true) puts them in place of every camera's mean/std before normalising.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 ACTION = "action"
 TASK = "task"
 TIMESTAMP = "timestamp"

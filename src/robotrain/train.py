@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from robotrain import configuration
 from robotrain.checkpoint import Checkpointer, policy_config_to_lerobot
 from robotrain.configuration import TrainConfig
-from robotrain.constants import ACTION, CONFIG_JSON, METRICS_JSONL
+from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.evaluate import batch_to_device, offline_action_error
 from robotrain.io_utils import atomic_write_json, atomic_write_text
@@ -137,6 +137,24 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
         generator.manual_seed(config.seed + epoch)
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def training_stats(stats: Mapping[str, Mapping[str, Any]], camera_keys: tuple[str, ...],
+                   use_imagenet_stats: bool) -> dict[str, dict[str, Any]]:
+    """The normalisation statistics a run uses (and saves in its checkpoints).
+
+    With `use_imagenet_stats` (lerobot-train's default) every camera's mean/std become
+    ImageNet's, shape (3, 1, 1) like LeRobot's image stats; other stats are unchanged. Why:
+    the ResNet backbone expects ImageNet-normalised input, and a dataset's own image std can
+    be tiny (the LeRobot fixture's red channel: ~1e-5), which would blow images up ~1e5x.
+    """
+    out = {key: dict(value) for key, value in stats.items()}
+    if use_imagenet_stats:
+        for key in camera_keys:
+            out.setdefault(key, {})
+            out[key]["mean"] = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
+            out[key]["std"] = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+    return out
 
 
 def policy_features(meta: Any, image_size: tuple[int, int] | None) -> PolicyFeatures:
@@ -382,7 +400,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         meta = data.meta
         seed_everything(config.seed)  # identical initial weights on every process
         features = policy_features(meta, config.data_image_size())
-        policy = get_policy_class(config.policy_type)(config.policy, features, meta.stats).to(rt.device)
+        stats = training_stats(meta.stats, tuple(meta.camera_keys), config.use_imagenet_stats)
+        policy = get_policy_class(config.policy_type)(config.policy, features, stats).to(rt.device)
         if config.channels_last:
             policy = policy.to(memory_format=torch.channels_last)
         train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.data_image_size())
@@ -458,7 +477,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
                                     f"first_action_error:{result.policy.first_action_error:.4f} "
                                     f"(mean-action baseline {result.baseline.action_error:.4f})")
                 if is_save_step and rt.is_main:
-                    checkpointer.save(step, policy, optimizer, scheduler, meta.stats, train_config)
+                    checkpointer.save(step, policy, optimizer, scheduler, stats, train_config)
                 interval.start += time.perf_counter() - t_side
                 if progress is not None:
                     progress.update(progress.task_ids[0], completed=step, info=f"loss {values['loss']:.3f}")
