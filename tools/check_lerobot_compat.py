@@ -4,7 +4,8 @@ NOT part of the test suite and NOT run in CI: it needs LeRobot (0.4.4), which ro
 never depends on. Run it in a SEPARATE virtual environment (never /work/venv):
 
     python3 -m venv /work/lerobot-venv
-    /work/lerobot-venv/bin/pip install lerobot==0.4.4        # pulls torch, torchvision, av, ...
+    /work/lerobot-venv/bin/pip install lerobot==0.4.4 rich   # lerobot pins torch<2.11: it pulls
+                                                              # torch 2.10, torchvision 0.25, av, ...
     cd <robotrain checkout>
     # a checkpoint written by robotrain (any small ACT run):
     PYTHONPATH=src /work/venv/bin/python -m robotrain train --dataset ../shared/fixtures/so101_fixture_v30 \
@@ -14,6 +15,12 @@ never depends on. Run it in a SEPARATE virtual environment (never /work/venv):
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONPATH=src /work/lerobot-venv/bin/python \
         tools/check_lerobot_compat.py --robotrain-checkpoint /tmp/rt_act/checkpoints/last/pretrained_model
 
+LeRobot decodes videos with PyAV here (`--video-backend pyav`, the default of this script):
+its own default, torchcodec, needs the system FFmpeg libraries (libavutil.so.56-60), which
+a bare machine lacks. robotrain is imported from this checkout's src/ (it needs numpy,
+pyarrow, av, safetensors, rich; all but rich come with lerobot). LeRobot never goes into
+robotrain's own venv, pyproject or CI.
+
 Checks (each prints its max abs difference; the exit status is 1 if any fails):
   policy/lerobot-ckpt   LeRobot's ACTPolicy + its pre/post-processor pipelines vs our
                         `load_policy`, on a checkpoint LeRobot wrote (same actions).
@@ -22,6 +29,8 @@ Checks (each prints its max abs difference; the exit status is 1 if any fails):
                         a dataset written by our DatasetWriter, one converted from v2.1 by
                         `robotrain dataset convert` — every key of dataset[i], with an
                         action window (delta_timestamps) so `action_is_pad` is compared too.
+  policy/train-stats    the normalisation stats `robotrain train` saved vs those lerobot-train
+                        saved for the same dataset (ImageNet mean/std for the cameras).
 """
 
 from __future__ import annotations
@@ -125,6 +134,25 @@ def check_policy(name: str, pretrained: Path) -> None:
     report(f"{name}/normalisation", d, 1e-4)
 
 
+def check_training_stats(lerobot_ckpt: Path, ours_ckpt: Path) -> None:
+    """Both checkpoints trained on the same dataset (so101_fixture_v30) must normalise with
+    the same statistics: lerobot-train puts ImageNet mean/std in place of the cameras'
+    (dataset.use_imagenet_stats, default true), and robotrain train must too."""
+    from safetensors.torch import load_file
+
+    from robotrain.checkpoint import PREPROCESSOR_STATS
+
+    a, b = load_file(str(lerobot_ckpt / PREPROCESSOR_STATS)), load_file(str(ours_ckpt / PREPROCESSOR_STATS))
+    keys = sorted(k for k in set(a) & set(b)
+                  if k.rsplit(".", 1)[-1] in ("mean", "std") and k.startswith(("observation.", "action")))
+    if not keys:
+        fail("policy/train-stats", "no common mean/std keys")
+        return
+    worst = max(keys, key=lambda k: float((a[k].float() - b[k].float()).abs().max()))
+    report("policy/train-stats (lerobot-train vs robotrain train, same dataset)",
+           float((a[worst].float() - b[worst].float()).abs().max()), 1e-6, f"(worst {worst})")
+
+
 # --------------------------------------------------------------------------- datasets
 
 
@@ -169,7 +197,7 @@ def _as_tensor(v: Any) -> torch.Tensor | None:
     return None
 
 
-def check_dataset(name: str, root: Path, cache_dir: Path) -> None:
+def check_dataset(name: str, root: Path, cache_dir: Path, video_backend: str) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset as LeDataset
 
     from robotrain.data.dataset import LeRobotDataset as OurDataset
@@ -177,7 +205,7 @@ def check_dataset(name: str, root: Path, cache_dir: Path) -> None:
     fps = 30
     delta = {"action": [i / fps for i in range(10)]}
     try:
-        theirs = LeDataset("local/" + root.name, root=root, delta_timestamps=delta, video_backend="pyav")
+        theirs = LeDataset("local/" + root.name, root=root, delta_timestamps=delta, video_backend=video_backend)
     except Exception as exc:  # noqa: BLE001 - report whatever LeRobot raises
         fail(f"{name}/lerobot-load", f"{type(exc).__name__}: {exc}")
         return
@@ -214,10 +242,20 @@ def check_dataset(name: str, root: Path, cache_dir: Path) -> None:
             worst[key] = max(worst.get(key, 0.0), float(diff.max()) if diff.numel() else 0.0)
             if key.startswith("observation.images."):
                 mean_img = max(mean_img, float(diff.mean()))
+    print(f"[{'PASS' if not any(f.startswith((name + '/keys', name + '/task')) for f in failures) else 'FAIL'}] {name}/keys+task: "
+          f"same keys ({len(worst) + 1}) and task strings in every item")
     for key, d in sorted(worst.items()):
         tol = IMAGE_MAX_TOL if key.startswith("observation.images.") else 0.0
         report(f"{name}/{key}", d, tol, f"(items {picks})")
     report(f"{name}/images-mean", mean_img, IMAGE_MEAN_TOL)
+
+
+def guarded(name: str, fn: Any, *args: Any) -> None:
+    """Run one check; an exception (LeRobot refusing our files, say) is that check's FAIL."""
+    try:
+        fn(name, *args)
+    except Exception as exc:  # noqa: BLE001 - report whatever LeRobot or we raise
+        fail(name, f"raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
 def main() -> int:
@@ -227,6 +265,8 @@ def main() -> int:
     p.add_argument("--robotrain-checkpoint", type=Path, default=Path("/tmp/rt_act/checkpoints/last/pretrained_model"))
     p.add_argument("--lerobot-dataset", type=Path, default=SHARED / "fixtures" / "so101_fixture_v30")
     p.add_argument("--workdir", type=Path, default=None, help="where the written/converted datasets go (temp dir)")
+    p.add_argument("--video-backend", default="pyav", choices=["pyav", "torchcodec"],
+                   help="LeRobot's decoder (its default is torchcodec when that imports)")
     p.add_argument("--skip", nargs="*", default=[], choices=["policy", "dataset"])
     args = p.parse_args()
 
@@ -237,21 +277,22 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     if "policy" not in args.skip:
-        check_policy("policy/lerobot-ckpt", args.lerobot_checkpoint)
+        guarded("policy/lerobot-ckpt", check_policy, args.lerobot_checkpoint)
         if args.robotrain_checkpoint.is_dir():
-            check_policy("policy/robotrain-ckpt", args.robotrain_checkpoint)
+            guarded("policy/robotrain-ckpt", check_policy, args.robotrain_checkpoint)
+            guarded("policy/train-stats", lambda _n, a, b: check_training_stats(a, b), args.lerobot_checkpoint, args.robotrain_checkpoint)
         else:
             fail("policy/robotrain-ckpt", f"{args.robotrain_checkpoint} not found (make one with robotrain train)")
     if "dataset" not in args.skip:
-        check_dataset("dataset/lerobot-v30", args.lerobot_dataset, work / "cache")
+        guarded("dataset/lerobot-v30", check_dataset, args.lerobot_dataset, work / "cache", args.video_backend)
         written = work / "written"
         if not (written / "meta" / "info.json").is_file():
             write_tiny_dataset(written)
-        check_dataset("dataset/writer", written, work / "cache")
+        guarded("dataset/writer", check_dataset, written, work / "cache", args.video_backend)
         converted = work / "conv30"
         if not (converted / "meta" / "info.json").is_file():
             convert_v21(converted)
-        check_dataset("dataset/converted-v21", converted, work / "cache")
+        guarded("dataset/converted-v21", check_dataset, converted, work / "cache", args.video_backend)
 
     print(f"\n{len(failures)} failure(s)" + (": " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
