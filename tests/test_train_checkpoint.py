@@ -210,3 +210,34 @@ def test_act_round_trip_and_lerobot_config_keys(tmp_path, lerobot_fixtures) -> N
              "observation.images.wrist": torch.rand(2, 3, 64, 96)}
     policy.eval()
     assert torch.equal(loaded.predict_action_chunk(batch), policy.predict_action_chunk(batch))
+
+
+
+def test_train_config_json_holds_only_lerobot_keys(tmp_path) -> None:
+    """LeRobot's TrainPipelineConfig (draccus) rejects unknown keys, so a "robotrain" key in
+    train_config.json makes LeRobot refuse it: our section goes to robotrain_config.json."""
+    source = SyntheticSource()
+    policy = make(source, image_size=(8, 8))
+    optimizer = make_optimizer(policy)
+    ours = {"fps": 15, "world_size": 2, "policy": to_dict(policy.config)}
+    path = Checkpointer(tmp_path / "run", 1, 1).save(1, policy, optimizer, None, source.meta.stats,
+                                                     {"steps": 10, "batch_size": 2, "robotrain": ours})
+    pretrained = path / "pretrained_model"
+    assert json.loads((pretrained / "train_config.json").read_text()) == {"steps": 10, "batch_size": 2}
+    assert json.loads((pretrained / ckpt.ROBOTRAIN_CONFIG_JSON).read_text()) == ours
+    assert ckpt.read_robotrain_config(pretrained) == ours
+    assert load_policy(pretrained).features.fps == 15
+
+
+def test_older_checkpoint_with_section_inside_train_config_still_loads(tmp_path) -> None:
+    source = SyntheticSource()
+    policy = make(source, image_size=(8, 8))
+    path = Checkpointer(tmp_path / "run", 1, 1).save(1, policy, make_optimizer(policy), None, source.meta.stats,
+                                                     {"steps": 10, "robotrain": {"fps": 15}})
+    pretrained = path / "pretrained_model"
+    (pretrained / ckpt.ROBOTRAIN_CONFIG_JSON).unlink()
+    (pretrained / "train_config.json").write_text(json.dumps({"steps": 10, "robotrain": {"fps": 12}}))
+    assert ckpt.read_robotrain_config(pretrained) == {"fps": 12}
+    assert load_policy(pretrained).features.fps == 12
+    (pretrained / "train_config.json").write_text(json.dumps({"steps": 10}))  # LeRobot's: none
+    assert ckpt.read_robotrain_config(pretrained) == {}

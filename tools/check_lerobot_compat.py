@@ -29,6 +29,7 @@ Checks (each prints its max abs difference; the exit status is 1 if any fails):
                         a dataset written by our DatasetWriter, one converted from v2.1 by
                         `robotrain dataset convert` — every key of dataset[i], with an
                         action window (delta_timestamps) so `action_is_pad` is compared too.
+  .../train_config      LeRobot's TrainPipelineConfig parses our train_config.json.
   policy/train-stats    the normalisation stats `robotrain train` saved vs those lerobot-train
                         saved for the same dataset (ImageNet mean/std for the cameras).
 """
@@ -151,6 +152,17 @@ def check_training_stats(lerobot_ckpt: Path, ours_ckpt: Path) -> None:
     worst = max(keys, key=lambda k: float((a[k].float() - b[k].float()).abs().max()))
     report("policy/train-stats (lerobot-train vs robotrain train, same dataset)",
            float((a[worst].float() - b[worst].float()).abs().max()), 1e-6, f"(worst {worst})")
+
+
+def check_train_config(name: str, pretrained: Path) -> None:
+    """LeRobot parses train_config.json strictly (draccus): what `lerobot-train --resume` /
+    `--config_path` read. An unknown key, a wrong type or a missing policy fails here."""
+    import lerobot.policies.act.configuration_act  # noqa: F401 - registers the "act" choice
+    from lerobot.configs.train import TrainPipelineConfig
+
+    cfg = TrainPipelineConfig.from_pretrained(str(pretrained))
+    print(f"[PASS] {name}: LeRobot's TrainPipelineConfig reads it (policy {type(cfg.policy).__name__}, "
+          f"steps {cfg.steps}, batch {cfg.batch_size}, use_imagenet_stats {cfg.dataset.use_imagenet_stats})")
 
 
 # --------------------------------------------------------------------------- datasets
@@ -280,6 +292,7 @@ def main() -> int:
         guarded("policy/lerobot-ckpt", check_policy, args.lerobot_checkpoint)
         if args.robotrain_checkpoint.is_dir():
             guarded("policy/robotrain-ckpt", check_policy, args.robotrain_checkpoint)
+            guarded("policy/robotrain-ckpt/train_config", check_train_config, args.robotrain_checkpoint)
             guarded("policy/train-stats", lambda _n, a, b: check_training_stats(a, b), args.lerobot_checkpoint, args.robotrain_checkpoint)
         else:
             fail("policy/robotrain-ckpt", f"{args.robotrain_checkpoint} not found (make one with robotrain train)")

@@ -4,7 +4,8 @@
 <run>/checkpoints/<step:06d>/pretrained_model/
     config.json                 policy config in LeRobot's field names (+ input/output_features)
     model.safetensors           policy.state_dict() (LeRobot's key names)
-    train_config.json           the training config (LeRobot-like keys + ours under "robotrain")
+    train_config.json           the training config in LeRobot's keys only (LeRobot parses it strictly)
+    robotrain_config.json       our full training config + fps, world_size (what LeRobot lacks)
     policy_preprocessor.json    + policy_preprocessor_step_3_normalizer_processor.safetensors
     policy_postprocessor.json   + policy_postprocessor_step_0_unnormalizer_processor.safetensors
 <run>/checkpoints/<step:06d>/training_state/
@@ -48,6 +49,8 @@ from robotrain.constants import (
     MODEL_SAFETENSORS,
     OBS_STATE,
     PRETRAINED_MODEL_DIR,
+    ROBOTRAIN_CONFIG_JSON,
+    ROBOTRAIN_SECTION,
     TRAIN_CONFIG_JSON,
     TRAINING_STATE_DIR,
     is_image_key,
@@ -194,7 +197,31 @@ def save_pretrained(dest: Path, policy: Policy, stats: Mapping[str, Mapping[str,
     save_file(_unshared(policy.state_dict()), str(dest / MODEL_SAFETENSORS), metadata={"format": "pt"})
     _write_processors(dest, config_json, stats)
     if train_config is not None:
-        (dest / TRAIN_CONFIG_JSON).write_text(json.dumps(train_config, indent=4) + "\n")
+        # train_config.json must stay loadable by LeRobot's TrainPipelineConfig (draccus
+        # rejects unknown keys), so our own section goes to a file of its own.
+        lerobot_part = {k: v for k, v in train_config.items() if k != ROBOTRAIN_SECTION}
+        (dest / TRAIN_CONFIG_JSON).write_text(json.dumps(lerobot_part, indent=4) + "\n")
+        if ROBOTRAIN_SECTION in train_config:
+            (dest / ROBOTRAIN_CONFIG_JSON).write_text(json.dumps(train_config[ROBOTRAIN_SECTION], indent=4) + "\n")
+
+
+def read_robotrain_config(pretrained_dir: Path) -> dict[str, Any]:
+    """Our own training config saved with a checkpoint ({} for LeRobot's checkpoints):
+    robotrain_config.json, or the "robotrain" key of train_config.json in older checkpoints."""
+    path = pretrained_dir / ROBOTRAIN_CONFIG_JSON
+    if path.is_file():
+        data = _read_json(path)
+    elif (pretrained_dir / TRAIN_CONFIG_JSON).is_file():
+        train_config = _read_json(pretrained_dir / TRAIN_CONFIG_JSON)
+        data = train_config.get(ROBOTRAIN_SECTION) if isinstance(train_config, dict) else None
+        path = pretrained_dir / TRAIN_CONFIG_JSON
+    else:
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CheckpointError("our training config must be a JSON object", path)
+    return data
 
 
 def _read_json(path: Path) -> Any:
@@ -259,9 +286,8 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") 
     # Our train_config.json keeps every policy field (config.json holds only LeRobot's, so
     # that LeRobot can read it) and the dataset fps; LeRobot's own checkpoints lack both.
     fps, full_config = 30, dict(config_json)
-    train_config_path = pretrained_dir / TRAIN_CONFIG_JSON
-    if train_config_path.is_file():
-        ours = _read_json(train_config_path).get("robotrain") or {}
+    ours = read_robotrain_config(pretrained_dir)
+    if ours:
         fps = int(ours.get("fps", fps))
         if isinstance(ours.get("policy"), dict) and ours["policy"].get("type", config_json["type"]) == config_json["type"]:
             full_config.update(ours["policy"])

@@ -59,5 +59,9 @@ TRAINING_STATE_DIR = "training_state"
 CONFIG_JSON = "config.json"
 MODEL_SAFETENSORS = "model.safetensors"
 TRAIN_CONFIG_JSON = "train_config.json"
+# Our own config fields, beside train_config.json (which LeRobot parses strictly: an extra
+# "robotrain" key there makes TrainPipelineConfig.from_pretrained refuse the file).
+ROBOTRAIN_CONFIG_JSON = "robotrain_config.json"
+ROBOTRAIN_SECTION = "robotrain"
 METRICS_JSONL = "metrics.jsonl"
 EVAL_INFO_JSON = "eval_info.json"

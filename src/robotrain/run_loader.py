@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robotrain.constants import CONFIG_JSON, EVAL_INFO_JSON, METRICS_JSONL
+from robotrain.constants import (
+    CONFIG_JSON,
+    EVAL_INFO_JSON,
+    METRICS_JSONL,
+    ROBOTRAIN_CONFIG_JSON,
+    ROBOTRAIN_SECTION,
+    TRAIN_CONFIG_JSON,
+)
 from robotrain.errors import RobotrainError
 from robotrain.stats_utils import wilson_interval
 
@@ -283,7 +290,7 @@ def load_robotrain_run(run_dir: Path, label: str) -> RunData:
     ckpt_policy = ckpt_cfg.get("policy") if isinstance(ckpt_cfg.get("policy"), dict) else {}
     if device in (None, "auto"):
         device = ckpt_policy.get("device") or _first_str(run_dir / METRICS_JSONL, "device") or device
-    ours = ckpt_cfg.get("robotrain")
+    ours = _robotrain_ckpt_config(run_dir) or ckpt_cfg.get(ROBOTRAIN_SECTION)  # older: inside train_config.json
     world = _find_key(ours, ("world_size",)) if isinstance(ours, dict) else None
     if isinstance(batch, (int, float)) and isinstance(world, int) and world > 1:
         batch = int(batch) * world  # the global batch: what one optimizer step sees
@@ -377,16 +384,26 @@ def parse_lerobot_log(path: Path) -> tuple[list[dict[str, float]], dict[str, Any
     return records, facts
 
 
-def _lerobot_train_config(run_dir: Path) -> dict[str, Any]:
+def _checkpoint_json(run_dir: Path, name: str) -> dict[str, Any]:
+    """`name` from the run's newest checkpoint's pretrained_model/ ({} when there is none)."""
     ckpt = run_dir / "checkpoints"
-    candidates = sorted(ckpt.glob("*/pretrained_model/train_config.json")) if ckpt.is_dir() else []
-    candidates += sorted(run_dir.glob("pretrained_model/train_config.json"))
+    candidates = sorted(ckpt.glob(f"*/pretrained_model/{name}")) if ckpt.is_dir() else []
+    candidates += sorted(run_dir.glob(f"pretrained_model/{name}"))
     if not candidates:
         return {}
     cfg = _read_json(candidates[-1])
     if not isinstance(cfg, dict):
-        raise RobotrainError("train_config.json must hold a JSON object", candidates[-1])
+        raise RobotrainError(f"{name} must hold a JSON object", candidates[-1])
     return cfg
+
+
+def _lerobot_train_config(run_dir: Path) -> dict[str, Any]:
+    return _checkpoint_json(run_dir, TRAIN_CONFIG_JSON)
+
+
+def _robotrain_ckpt_config(run_dir: Path) -> dict[str, Any]:
+    """Our own config saved beside train_config.json (world_size, fps, every flag)."""
+    return _checkpoint_json(run_dir, ROBOTRAIN_CONFIG_JSON)
 
 
 def _is_lerobot_log(path: Path) -> bool:

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from robotrain import configuration
 from robotrain.checkpoint import Checkpointer, policy_config_to_lerobot
 from robotrain.configuration import TrainConfig
-from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL
+from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, ROBOTRAIN_SECTION
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.evaluate import batch_to_device, offline_action_error
 from robotrain.io_utils import atomic_write_json, atomic_write_text
@@ -365,7 +365,8 @@ def train_step(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: 
 
 
 def lerobot_train_config(config: TrainConfig, policy: Policy, meta: Any, world: int) -> dict[str, Any]:
-    """train_config.json: LeRobot's top-level keys, with our full config under "robotrain"."""
+    """train_config.json: LeRobot's top-level keys, with our full config under "robotrain"
+    (save_pretrained writes that section to robotrain_config.json, apart, for LeRobot)."""
     pc = policy.config
     scheduler = None if pc.scheduler == "none" else {
         "type": "cosine_decay_with_warmup", "num_warmup_steps": pc.scheduler_warmup_steps,
@@ -381,7 +382,7 @@ def lerobot_train_config(config: TrainConfig, policy: Policy, meta: Any, world: 
                       "grad_clip_norm": pc.optimizer_grad_clip_norm, "betas": list(pc.optimizer_betas),
                       "eps": pc.optimizer_eps},
         "scheduler": scheduler,
-        "robotrain": {**configuration.to_dict(config), "fps": int(meta.fps), "world_size": world},
+        ROBOTRAIN_SECTION: {**configuration.to_dict(config), "fps": int(meta.fps), "world_size": world},
     }
 
 

@@ -180,7 +180,7 @@ class SmolVLAConfig(PolicyConfig):
         `overrides` sets our own fields (e.g. `vlm="/path/to/snapshot"`)."""
         if data.get("type", "smolvla") != "smolvla":
             raise ConfigError(f"config.json describes a {data.get('type')!r} policy, not 'smolvla'")
-        # Our own fields come along when `data` is our train_config.json's policy section.
+        # Our own fields come along when `data` is our robotrain_config.json's policy section.
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         unsupported = [k for k in _UNSUPPORTED_IF_SET if data.get(k)]
