@@ -30,6 +30,8 @@ Checks (each prints its max abs difference; the exit status is 1 if any fails):
                         `robotrain dataset convert` — every key of dataset[i], with an
                         action window (delta_timestamps) so `action_is_pad` is compared too.
   .../train_config      LeRobot's TrainPipelineConfig parses our train_config.json.
+  lerobot-train/*       (with --lerobot-train) LeRobot trains on our written and converted
+                        datasets, and `lerobot-train --resume` continues a robotrain run.
   policy/train-stats    the normalisation stats `robotrain train` saved vs those lerobot-train
                         saved for the same dataset (ImageNet mean/std for the cameras).
 """
@@ -37,7 +39,9 @@ Checks (each prints its max abs difference; the exit status is 1 if any fails):
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -262,6 +266,55 @@ def check_dataset(name: str, root: Path, cache_dir: Path, video_backend: str) ->
     report(f"{name}/images-mean", mean_img, IMAGE_MEAN_TOL)
 
 
+LEROBOT_TRAIN_ARGS = [
+    "--policy.type=act", "--policy.dim_model=64", "--policy.dim_feedforward=128", "--policy.n_heads=4",
+    "--policy.n_encoder_layers=1", "--policy.n_vae_encoder_layers=1", "--policy.chunk_size=10",
+    "--policy.n_action_steps=10", "--policy.pretrained_backbone_weights=null", "--policy.device=cpu",
+    "--policy.push_to_hub=false", "--wandb.enable=false", "--steps=2", "--batch_size=2", "--num_workers=0",
+    "--save_freq=2", "--log_freq=1", "--eval_freq=0",
+]
+
+
+def _lerobot_train(argv: list[str], log: Path) -> None:
+    exe = Path(sys.executable).with_name("lerobot-train")
+    env = dict(os.environ, WANDB_MODE="disabled")
+    with open(log, "w") as f:
+        rc = subprocess.run([str(exe), *argv], stdout=f, stderr=subprocess.STDOUT, env=env, timeout=600).returncode
+    if rc != 0:
+        raise RuntimeError(f"lerobot-train exited {rc}; see {log}")
+
+
+def check_lerobot_trains_on(name: str, root: Path, work: Path, video_backend: str) -> None:
+    """lerobot-train runs 2 steps on a dataset robotrain wrote and saves a checkpoint."""
+    out = work / f"lerobot_train_{root.name}"
+    shutil.rmtree(out, ignore_errors=True)
+    _lerobot_train([f"--dataset.repo_id=local/{root.name}", f"--dataset.root={root}",
+                    f"--dataset.video_backend={video_backend}", f"--output_dir={out}", *LEROBOT_TRAIN_ARGS],
+                   work / f"{out.name}.log")
+    if not (out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").is_file():
+        raise RuntimeError(f"no checkpoint in {out}")
+    print(f"[PASS] {name}: lerobot-train ran 2 steps on it and saved {out}/checkpoints/000002")
+
+
+def check_lerobot_resumes(name: str, run_dir: Path, work: Path, video_backend: str) -> None:
+    """lerobot-train --resume continues a robotrain run from its last checkpoint: our
+    train_config.json, weights, optimizer/scheduler/RNG state in LeRobot's layout."""
+    copy = work / "resume_run"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy, symlinks=True)
+    cfg_path = copy / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    start = int(json.loads((copy / "checkpoints" / "last" / "training_state" / "training_step.json").read_text())["step"])
+    cfg["output_dir"] = str(copy)  # relative dataset roots were relative to where training ran
+    cfg["dataset"]["root"] = str((REPO / cfg["dataset"]["root"]).resolve()) if cfg["dataset"].get("root") else None
+    cfg_path.write_text(json.dumps(cfg, indent=4))
+    _lerobot_train([f"--config_path={cfg_path}", "--resume=true", f"--steps={start + 2}",
+                    f"--dataset.video_backend={video_backend}", "--wandb.enable=false"], work / "resume_run.log")
+    if not (copy / "checkpoints" / f"{start + 2:06d}" / "pretrained_model").is_dir():
+        raise RuntimeError(f"no step {start + 2} checkpoint in {copy}; see {work / 'resume_run.log'}")
+    print(f"[PASS] {name}: lerobot-train --resume went from step {start} to {start + 2}")
+
+
 def guarded(name: str, fn: Any, *args: Any) -> None:
     """Run one check; an exception (LeRobot refusing our files, say) is that check's FAIL."""
     try:
@@ -279,6 +332,9 @@ def main() -> int:
     p.add_argument("--workdir", type=Path, default=None, help="where the written/converted datasets go (temp dir)")
     p.add_argument("--video-backend", default="pyav", choices=["pyav", "torchcodec"],
                    help="LeRobot's decoder (its default is torchcodec when that imports)")
+    p.add_argument("--lerobot-train", action="store_true",
+                   help="also run lerobot-train (2 steps) on the written and converted datasets and resume "
+                        "the run holding --robotrain-checkpoint with it (~1 min on CPU)")
     p.add_argument("--skip", nargs="*", default=[], choices=["policy", "dataset"])
     args = p.parse_args()
 
@@ -306,6 +362,12 @@ def main() -> int:
         if not (converted / "meta" / "info.json").is_file():
             convert_v21(converted)
         guarded("dataset/converted-v21", check_dataset, converted, work / "cache", args.video_backend)
+
+    if args.lerobot_train:
+        guarded("lerobot-train/writer", check_lerobot_trains_on, work / "written", work, args.video_backend)
+        guarded("lerobot-train/converted-v21", check_lerobot_trains_on, work / "conv30", work, args.video_backend)
+        run_dir = args.robotrain_checkpoint.resolve().parents[2]  # <run>/checkpoints/<step>/pretrained_model
+        guarded("lerobot-train/resume-robotrain-run", check_lerobot_resumes, run_dir, work, args.video_backend)
 
     print(f"\n{len(failures)} failure(s)" + (": " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
