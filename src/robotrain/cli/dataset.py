@@ -5,6 +5,7 @@ Examples:
     robotrain dataset validate ../shared/fixtures/so101_fixture_v21
     robotrain dataset cache ../shared/fixtures/so101_fixture_v30 --size 240x320 [--pad] [--cache-dir D]
     robotrain dataset convert ../shared/fixtures/so101_fixture_v21 --out /tmp/so101_v30
+    robotrain dataset preview ../shared/fixtures/so101_fixture_v30 --episode 0 --out preview/
 
 Each sub-subcommand is a `register_<name>(subparsers)` function listed in
 `DATASET_SUBCOMMANDS`; a new one (convert, preview, ...) is one more function there.
@@ -16,6 +17,7 @@ import argparse
 import time
 from collections.abc import Callable
 
+from robotrain.cli._preview import register_preview
 from robotrain.errors import ConfigError
 
 EXIT_PROBLEMS = 1
@@ -165,6 +167,7 @@ DATASET_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = 
     register_validate,
     register_cache,
     register_convert,
+    register_preview,
 )
 
 

@@ -6,7 +6,12 @@ and writes the numbers as JSON.
 
 Examples:
     robotrain eval --checkpoint outputs/train/run/checkpoints/last --dataset data/so101 --episodes 8 9
-    robotrain eval --checkpoint outputs/train/run/checkpoints/last --sim --n-episodes 50
+    robotrain eval --checkpoint outputs/train/run/checkpoints/last --sim --episodes 50 --seed 0 --videos 3
+
+Sim mode rolls the policy out closed-loop in `robotrain/SO101PickPlace-v0` (episode i is
+seeded `seed + i`, so two checkpoints evaluated with one seed face the same episodes),
+prints the success rate with its 95% Wilson interval and writes `eval_info.json` and
+videos to --out (default: `<run>/eval/<step>/`, where `robotrain report RUN` finds them).
 """
 
 from __future__ import annotations
@@ -24,15 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint dir (<run>/checkpoints/<step> or .../last) or its pretrained_model/")
     parser.add_argument("--dataset", help="LeRobot dataset to score against (offline mode)")
-    parser.add_argument("--episodes", type=int, nargs="+", help="episode indices (default: every episode)")
+    parser.add_argument("--episodes", type=int, nargs="+",
+                        help="offline: episode indices (default: every episode); --sim: number of sim episodes "
+                             "(default 50)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-samples", type=int, default=0, help="at most N evenly spaced frames (0: all)")
     parser.add_argument("--image-size", help="HxW the frames are resized to (default: the policy's input shape)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--output", help="JSON file for the results (default: <checkpoint>/eval_offline.json)")
-    # Sim rollouts: robotrain.rollout (another module) implements them; wired by the lead.
-    parser.add_argument("--sim", action="store_true", help="roll the policy out in the SO-101 sim instead")
-    parser.add_argument("--n-episodes", type=int, default=10, help="sim episodes (with --sim)")
+    sim = parser.add_argument_group("sim rollouts (--sim)")
+    sim.add_argument("--sim", action="store_true", help="roll the policy out in the SO-101 sim instead")
+    sim.add_argument("--n-episodes", type=int, default=None, help="same as --episodes N with --sim")
+    sim.add_argument("--seed", type=int, default=0, help="episode i is seeded seed+i (default 0)")
+    sim.add_argument("--videos", type=int, default=0, help="record videos of the first K episodes (default 0)")
+    sim.add_argument("--out", help="directory for eval_info.json and videos/ (default: <run>/eval/<step>)")
+    sim.add_argument("--n-envs", type=int, default=None, help="parallel sim processes (default: CPU cores)")
+    sim.add_argument("--max-steps", type=int, default=300, help="steps per episode, 30 Hz (default 300 = 10 s)")
+    sim.add_argument("--render-size", help="HxW the sim renders its cameras at (default: the policy's image size, "
+                                           "so frames match a dataset recorded at that size)")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -46,19 +61,93 @@ def run(args: argparse.Namespace) -> int:
     return run_offline(args)
 
 
-def run_sim(args: argparse.Namespace) -> int:
-    """Rollouts in simulation: `robotrain.rollout` (a separate module) does the work."""
+def sim_episode_count(args: argparse.Namespace) -> int:
+    """`--episodes N` (or `--n-episodes N`) as a count of sim episodes; 50 by default."""
     from robotrain.errors import ConfigError
 
-    import importlib
+    if args.n_episodes is not None and args.episodes is not None:
+        raise ConfigError("--sim: give the number of episodes once (--episodes N or --n-episodes N)")
+    if args.episodes is not None:
+        if len(args.episodes) != 1:
+            raise ConfigError(f"--episodes: with --sim it is one number of episodes, got {args.episodes}")
+        n = args.episodes[0]
+    else:
+        n = args.n_episodes if args.n_episodes is not None else 50
+    if n < 1:
+        raise ConfigError(f"--episodes: must be >= 1, got {n}")
+    return n
 
-    try:
-        importlib.import_module("robotrain.rollout")
-    except ModuleNotFoundError as exc:
-        if exc.name == "robotrain.rollout":
-            raise ConfigError("--sim: sim rollouts are not available in this build (robotrain.rollout missing)") from None
-        raise
-    raise ConfigError("--sim: rollout evaluation is not wired into `robotrain eval` yet")
+
+def format_sim_result(info: dict) -> str:
+    """One line: successes, rate, 95% Wilson interval, mean time to success, wall time."""
+    agg = info["aggregated"]
+    lo, hi = agg["pc_success_ci95"]
+    tts = agg.get("avg_time_to_success_s")
+    tts_text = f"   mean time to success {tts:.1f} s" if tts is not None else ""
+    return (f"success {agg['n_successes']}/{agg['n_episodes']} = {agg['pc_success']:.1f}% "
+            f"(95% Wilson CI {lo:.1f}-{hi:.1f}%){tts_text}   eval {agg['eval_s']:.0f} s")
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    """Closed-loop rollouts in the SO-101 sim via `robotrain.rollout.evaluate_checkpoint_in_sim`."""
+    from robotrain.constants import EVAL_INFO_JSON
+    from robotrain.errors import CheckpointError, ConfigError
+    from robotrain.rollout import default_eval_dir
+
+    n = sim_episode_count(args)
+    if args.dataset:
+        raise ConfigError("--dataset is for offline evaluation; drop it with --sim")
+    if args.videos < 0:
+        raise ConfigError(f"--videos must be >= 0, got {args.videos}")
+    if args.n_envs is not None and args.n_envs < 1:
+        raise ConfigError(f"--n-envs must be >= 1, got {args.n_envs}")
+    if args.max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_dir():
+        raise CheckpointError("checkpoint directory not found (--checkpoint)", checkpoint)
+    render_size = _parse_hw(args.render_size, "--render-size") if args.render_size else None
+    out = Path(args.out) if args.out else default_eval_dir(checkpoint)
+    info = evaluate_checkpoint_sim(checkpoint, n, seed=args.seed, n_envs=args.n_envs, videos=min(args.videos, n),
+                                   out_dir=out, device=args.device, max_steps=args.max_steps,
+                                   render_size=render_size, progress=not args.no_progress)
+    print(format_sim_result(info))
+    for path in info.get("video_paths", []):
+        print(f"video {path}")
+    print(f"wrote {out / EVAL_INFO_JSON}")
+    return 0
+
+
+def _parse_hw(text: str, flag: str) -> tuple[int, int]:
+    from robotrain.errors import ConfigError
+
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"{flag}: expected HxW like 240x320, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0, n_envs: int | None = None,
+                            videos: int = 0, out_dir: Path, device: str = "auto", max_steps: int = 300,
+                            render_size: tuple[int, int] | None = None, progress: bool = True) -> dict:
+    """Load the checkpoint's policy and roll it out; the sim renders at `render_size`, by
+    default the policy's input size (a dataset recorded at that size shows the policy the
+    same pixels in training and in closed loop, and small renders are fast)."""
+    import torch
+
+    from robotrain.checkpoint import load_policy
+    from robotrain.constants import PRETRAINED_MODEL_DIR
+    from robotrain.rollout import evaluate_in_sim
+
+    pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(pretrained, device=device)
+    if render_size is None and policy.features.camera_keys:
+        render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
+    env_kwargs = {"image_size": render_size} if render_size else None
+    return evaluate_in_sim(policy, n_episodes, seed=seed, n_envs=n_envs, videos=videos, out_dir=out_dir,
+                           max_steps=max_steps, env_kwargs=env_kwargs, progress=progress)
 
 
 def run_offline(args: argparse.Namespace) -> int:
