@@ -283,7 +283,7 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") 
     config_json = _read_json(pretrained_dir / CONFIG_JSON)
     if not isinstance(config_json, dict) or "type" not in config_json:
         raise CheckpointError("config.json has no policy 'type'", pretrained_dir / CONFIG_JSON)
-    # Our train_config.json keeps every policy field (config.json holds only LeRobot's, so
+    # Our robotrain_config.json keeps every policy field (config.json holds only LeRobot's, so
     # that LeRobot can read it) and the dataset fps; LeRobot's own checkpoints lack both.
     fps, full_config = 30, dict(config_json)
     ours = read_robotrain_config(pretrained_dir)
