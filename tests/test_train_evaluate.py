@@ -87,6 +87,7 @@ def test_policy_rng_use_does_not_leak() -> None:
 
 def test_eval_cli_errors_are_one_line(tmp_path) -> None:
     out = run_cli("eval", "--checkpoint", str(tmp_path / "nope"), "--sim")
-    assert out.returncode == 2 and "--sim" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "checkpoint directory not found" in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1
     out = run_cli("eval", "--checkpoint", str(tmp_path / "nope"))
     assert out.returncode == 2 and "--dataset" in out.stderr
