@@ -59,12 +59,43 @@ def test_eval_sim_default_out_is_the_runs_eval_dir(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "eval" / "000010" / "eval_info.json").is_file()
 
 
+def test_eval_sim_inference_overrides_get_their_own_dir(tmp_path: Path) -> None:
+    """--policy.* inference settings (temporal ensembling here) apply to the rollout, are
+    recorded in eval_info.json and land beside, not over, the plain evaluation."""
+    pytest.importorskip("mujoco")
+    ckpt = _tiny_checkpoint(tmp_path)
+    res = run_cli("eval", "--checkpoint", str(ckpt), "--sim", "--n-episodes", "1", "--max-steps", "3",
+                  "--n-envs", "1", "--no-progress", "--device", "cpu", "--render-size", "48x64",
+                  "--policy.n_action_steps", "1", "--policy.temporal_ensemble_coeff", "0.01")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "run" / "eval" / "000010_n_action_steps=1_temporal_ensemble_coeff=0.01"
+    info = json.loads((out / "eval_info.json").read_text())
+    assert info["policy_overrides"] == {"n_action_steps": 1, "temporal_ensemble_coeff": 0.01}
+    assert not (tmp_path / "run" / "eval" / "000010").exists()
+
+
+def test_load_policy_overrides(tmp_path: Path) -> None:
+    from robotrain.checkpoint import load_policy
+    from robotrain.errors import ConfigError
+
+    pretrained = _tiny_checkpoint(tmp_path) / "pretrained_model"
+    assert load_policy(pretrained).config.n_action_steps == 4
+    policy = load_policy(pretrained, overrides={"n_action_steps": 1, "temporal_ensemble_coeff": 0.01})
+    assert policy.config.n_action_steps == 1 and policy.config.temporal_ensemble_coeff == 0.01
+    with pytest.raises(ConfigError, match="unknown act policy setting"):
+        load_policy(pretrained, overrides={"n_action_stepz": 1})
+    with pytest.raises(ConfigError, match="n_action_steps must be 1"):
+        load_policy(pretrained, overrides={"temporal_ensemble_coeff": 0.01})
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--episodes", "1", "2"], "one number of episodes"),
     (["--episodes", "0"], "must be >= 1"),
     (["--videos", "-1"], "--videos must be >= 0"),
     (["--render-size", "big"], "--render-size: expected HxW"),
     (["--episodes", "2", "--n-episodes", "2"], "once"),
+    (["--policy.temporal_ensemble_coeff", "0.01"], "n_action_steps must be 1"),
+    (["--policy.n_action_steps", "x"], "invalid int value"),
 ])
 def test_eval_sim_bad_flags_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
     ckpt = _tiny_checkpoint(tmp_path)

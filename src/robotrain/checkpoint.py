@@ -55,7 +55,7 @@ from robotrain.constants import (
     TRAINING_STATE_DIR,
     is_image_key,
 )
-from robotrain.errors import CheckpointError
+from robotrain.errors import CheckpointError, ConfigError
 from robotrain.io_utils import atomic_directory, atomic_path
 from robotrain.normalize import unflatten_stats
 from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
@@ -270,8 +270,13 @@ def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Te
     policy.load_state_dict(dict(state), strict=True)
 
 
-def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") -> Policy:
+def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
+                overrides: Mapping[str, Any] | None = None) -> Policy:
     """Rebuild a policy from a `pretrained_model/` directory (ours or LeRobot's).
+
+    `overrides` replaces config fields before the policy is built, for settings that only
+    change inference, e.g. `{"n_action_steps": 1, "temporal_ensemble_coeff": 0.01}` (as
+    lerobot-eval's `--policy.n_action_steps`); an unknown field is a ConfigError.
 
     Example: `policy = load_policy("outputs/train/run/checkpoints/last/pretrained_model")`.
     """
@@ -294,9 +299,18 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu") 
     # The weights come from model.safetensors below, not from where training started.
     full_config.pop("pretrained", None)
     policy_class = get_policy_class(config_json["type"])
+    if overrides:
+        known = {f.name for f in dataclasses.fields(policy_class.config_class) if f.init}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown {config_json['type']} policy setting(s) {unknown}; "
+                              f"known: {', '.join(sorted(known))}")
+        full_config.update(overrides)
     try:
         config = policy_config_from_lerobot(policy_class.config_class, full_config)
     except (ValueError, TypeError) as exc:
+        if overrides:
+            raise ConfigError(f"invalid policy config with overrides {dict(overrides)}: {exc}") from None
         raise CheckpointError(f"invalid policy config: {exc}", pretrained_dir / CONFIG_JSON) from None
     features = features_from_lerobot(config_json, fps=fps, where=pretrained_dir / CONFIG_JSON)
     stats = load_stats(pretrained_dir)

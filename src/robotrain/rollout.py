@@ -317,14 +317,16 @@ def evaluate_in_sim(
     resize_mode: str = "resize",
     fps: int = SO101_FPS,
     progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run `policy` closed-loop for `n_episodes` (episode i seeded `seed + i`).
 
     `n_envs` parallel envs (default: one per CPU core; 1 = a single in-process env);
     `image_size` (H, W) defaults to the policy's `features.image_shape`; `videos` is how
     many of the first episodes to record; `out_dir` (if given) receives `eval_info.json`
-    and `videos/eval_episode_<i>.mp4|png`. Returns the eval_info dict:
-    `{"per_episode": [...], "aggregated": {...}, "video_paths": [...]}`.
+    and `videos/eval_episode_<i>.mp4|png`. `metadata` (e.g. the inference settings used)
+    is stored in the result as-is. Returns the eval_info dict:
+    `{"per_episode": [...], "aggregated": {...}, "video_paths": [...], **metadata}`.
     """
     if n_episodes < 1:
         raise ConfigError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -426,6 +428,7 @@ def evaluate_in_sim(
     eval_s = time.perf_counter() - t0
     info = summarize(per_episode, eval_s)
     info["video_paths"] = video_paths
+    info.update(metadata or {})
     if out is not None:
         atomic_write_json(out / EVAL_INFO_JSON, info)
     agg = info["aggregated"]
@@ -457,16 +460,18 @@ def summarize(per_episode: list[dict[str, Any]], eval_s: float) -> dict[str, Any
     }
 
 
-def default_eval_dir(checkpoint: str | Path) -> Path:
+def default_eval_dir(checkpoint: str | Path, overrides: Mapping[str, Any] | None = None) -> Path:
     """Where sim results of a checkpoint go so `robotrain report RUN` finds them:
-    `<run>/checkpoints/<step>[/pretrained_model]` -> `<run>/eval/<step>/`."""
+    `<run>/checkpoints/<step>[/pretrained_model]` -> `<run>/eval/<step>/`; with inference
+    `overrides` a separate `<step>_<key>=<value>...` directory, so variants never overwrite."""
     ckpt = Path(checkpoint)
     if ckpt.name == "pretrained_model":
         ckpt = ckpt.parent
+    suffix = "".join(f"_{k}={v}" for k, v in sorted((overrides or {}).items()))
     if ckpt.parent.name == "checkpoints":
         step = ckpt.resolve().name if ckpt.is_symlink() else ckpt.name  # "last" -> its step
-        return ckpt.parent.parent / "eval" / step
-    return ckpt / "eval"
+        return ckpt.parent.parent / "eval" / (step + suffix)
+    return ckpt / ("eval" + suffix)
 
 
 def evaluate_checkpoint_in_sim(

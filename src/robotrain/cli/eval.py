@@ -7,6 +7,7 @@ and writes the numbers as JSON.
 Examples:
     robotrain eval --checkpoint outputs/train/run/checkpoints/last --dataset data/so101 --episodes 8 9
     robotrain eval --checkpoint outputs/train/run/checkpoints/last --sim --episodes 50 --seed 0 --videos 3
+    robotrain eval --checkpoint ... --sim --policy.n_action_steps 1 --policy.temporal_ensemble_coeff 0.01
 
 Sim mode rolls the policy out closed-loop in `robotrain/SO101PickPlace-v0` (episode i is
 seeded `seed + i`, so two checkpoints evaluated with one seed face the same episodes),
@@ -37,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", help="HxW the frames are resized to (default: the policy's input shape)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--output", help="JSON file for the results (default: <checkpoint>/eval_offline.json)")
+    infer = parser.add_argument_group("inference settings (override the checkpoint's, like lerobot-eval)")
+    infer.add_argument("--policy.n_action_steps", dest="n_action_steps", type=int, metavar="N",
+                       help="actions executed from each predicted chunk before predicting again")
+    infer.add_argument("--policy.temporal_ensemble_coeff", dest="temporal_ensemble_coeff", type=float,
+                       metavar="C", help="ACT temporal ensembling (paper: 0.01); needs --policy.n_action_steps 1")
+    infer.add_argument("--policy.num_steps", dest="num_steps", type=int, metavar="N",
+                       help="SmolVLA flow-matching denoising steps")
     sim = parser.add_argument_group("sim rollouts (--sim)")
     sim.add_argument("--sim", action="store_true", help="roll the policy out in the SO-101 sim instead")
     sim.add_argument("--n-episodes", type=int, default=None, help="same as --episodes N with --sim")
@@ -49,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "so frames match a dataset recorded at that size)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def policy_overrides(args: argparse.Namespace) -> dict[str, int | float]:
+    """The --policy.* inference settings given on the command line (for `load_policy`)."""
+    names = ("n_action_steps", "temporal_ensemble_coeff", "num_steps")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,10 +121,12 @@ def run_sim(args: argparse.Namespace) -> int:
     if not checkpoint.is_dir():
         raise CheckpointError("checkpoint directory not found (--checkpoint)", checkpoint)
     render_size = _parse_hw(args.render_size, "--render-size") if args.render_size else None
-    out = Path(args.out) if args.out else default_eval_dir(checkpoint)
+    overrides = policy_overrides(args)
+    out = Path(args.out) if args.out else default_eval_dir(checkpoint, overrides)
     info = evaluate_checkpoint_sim(checkpoint, n, seed=args.seed, n_envs=args.n_envs, videos=min(args.videos, n),
                                    out_dir=out, device=args.device, max_steps=args.max_steps,
-                                   render_size=render_size, progress=not args.no_progress)
+                                   render_size=render_size, progress=not args.no_progress,
+                                   overrides=overrides)
     print(format_sim_result(info))
     for path in info.get("video_paths", []):
         print(f"video {path}")
@@ -129,7 +145,8 @@ def _parse_hw(text: str, flag: str) -> tuple[int, int]:
 
 def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0, n_envs: int | None = None,
                             videos: int = 0, out_dir: Path, device: str = "auto", max_steps: int = 300,
-                            render_size: tuple[int, int] | None = None, progress: bool = True) -> dict:
+                            render_size: tuple[int, int] | None = None, progress: bool = True,
+                            overrides: dict[str, int | float] | None = None) -> dict:
     """Load the checkpoint's policy and roll it out; the sim renders at `render_size`, by
     default the policy's input size (a dataset recorded at that size shows the policy the
     same pixels in training and in closed loop, and small renders are fast)."""
@@ -142,12 +159,13 @@ def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0,
     pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(pretrained, device=device)
+    policy = load_policy(pretrained, device=device, overrides=overrides)
     if render_size is None and policy.features.camera_keys:
         render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
     env_kwargs = {"image_size": render_size} if render_size else None
     return evaluate_in_sim(policy, n_episodes, seed=seed, n_envs=n_envs, videos=videos, out_dir=out_dir,
-                           max_steps=max_steps, env_kwargs=env_kwargs, progress=progress)
+                           max_steps=max_steps, env_kwargs=env_kwargs, progress=progress,
+                           metadata={"policy_overrides": overrides} if overrides else None)
 
 
 def run_offline(args: argparse.Namespace) -> int:
@@ -163,7 +181,7 @@ def run_offline(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    policy = load_policy(pretrained, device=device)
+    policy = load_policy(pretrained, device=device, overrides=policy_overrides(args))
     if args.image_size:
         parts = args.image_size.lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
