@@ -16,6 +16,17 @@ def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "demo" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["train"], ["train", "--policy", "act"], ["train", "--policy", "smolvla"],
+                                  ["eval"], ["report"], ["demo"], ["dataset", "info"], ["sim", "record"]])
+def test_every_help_text_renders(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse formats help strings with %, so a stray '%' in a docstring breaks --help."""
+    try:
+        main([*argv, "--help"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert "usage:" in capsys.readouterr().out
+
+
 def test_python_dash_m_entry_point() -> None:
     out = run_cli("--version")
     assert out.returncode == 0

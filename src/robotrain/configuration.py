@@ -297,7 +297,8 @@ def add_dataclass_flags(
         help_text = _field_help(cls, f)
         extra: dict[str, Any] = {"nargs": "?", "const": "true"} if inner is bool else {}  # `--resume` alone
         group.add_argument(*names, dest=dotted, default=argparse.SUPPRESS, metavar=metavar,
-                           help=f"{help_text} (default: {to_dict(default)!r})".strip(), **extra)
+                           # argparse %-formats help strings: a docstring's "%" must be doubled
+                           help=f"{help_text} (default: {to_dict(default)!r})".strip().replace("%", "%%"), **extra)
 
 
 def flags_to_overrides(namespace: argparse.Namespace) -> dict[str, Any]:
@@ -374,6 +375,11 @@ class TrainConfig:
     policy's resize_mode when it has one."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
+    frames_on_device: bool = False
+    """Copy the whole frame cache into accelerator memory once; DataLoader workers then send
+    frame indices and each batch's images are one gather on the device, so image bytes never
+    cross shared memory or PCIe per step (the GPU data_s bottleneck; the cache must fit in
+    60 percent of the free device memory: 75 SO-101 episodes at 240x320 take 7.4 GB)."""
     use_imagenet_stats: bool = True
     """Normalise camera images with ImageNet's mean/std instead of the dataset's, as
     lerobot-train does by default (`dataset.use_imagenet_stats`); the stats saved in the
@@ -415,6 +421,8 @@ class TrainConfig:
             raise bad("resize-mode", f"must be 'resize' or 'pad', got {self.resize_mode!r}")
         if self.image_size is not None and min(self.image_size) < 1:
             raise bad("image-size", f"must be positive HxW, got {self.image_size}")
+        if self.frames_on_device and not self.use_cache:
+            raise bad("frames-on-device", "needs the frame cache; drop --use-cache false")
         if self.policy is None:
             raise bad("policy", "no policy config was built")
         if check_paths:

@@ -34,6 +34,14 @@ def pad_key(key: str) -> str:
     return key + PAD_SUFFIX
 
 
+FRAME_INDEX_PREFIX = "frame_index."
+
+
+def frame_index_key(camera_key: str) -> str:
+    """Batch key for a camera's frame-cache row indices (datasets built with frames="indices")."""
+    return FRAME_INDEX_PREFIX + camera_key
+
+
 def is_image_key(key: str) -> bool:
     return key.startswith(OBS_IMAGES_PREFIX)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from robotrain.constants import ACTION, ACTION_IS_PAD, is_image_key
 from robotrain.errors import ConfigError
 from robotrain.policies import Policy
+
+if TYPE_CHECKING:
+    from robotrain.data.device_frames import DeviceFrames
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +130,16 @@ def spaced_indices(n: int, max_samples: int | None) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, max_samples).round()})
 
 
-def batch_to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+def batch_to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False,
+                    frames: DeviceFrames | None = None) -> dict[str, Any]:
     """Move a collated batch to `device`; uint8 camera frames become float32 in [0, 1] there.
 
-    Datasets may ship frames as uint8 (4x less through the DataLoader's shared memory);
+    Datasets may ship frames as uint8 (4x less through the DataLoader's shared memory), or
+    only frame indices that `frames` (the cache in device memory) turns into images;
     policies always receive float images in [0, 1] (the policy contract).
     """
+    if frames is not None:
+        batch = frames.fill(batch)
     out: dict[str, Any] = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):

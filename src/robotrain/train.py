@@ -40,6 +40,7 @@ from robotrain import configuration
 from robotrain.checkpoint import Checkpointer, policy_config_to_lerobot
 from robotrain.configuration import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, ROBOTRAIN_SECTION
+from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.evaluate import batch_to_device, offline_action_error
 from robotrain.io_utils import atomic_write_json, atomic_write_text
@@ -87,13 +88,15 @@ class LeRobotSource:
             meta = dataclasses.replace(meta, episodes=[e for e in meta.episodes if e.episode_index in cfg.episodes])
         train_eps, val_eps = split_episodes(meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
 
-        def make(episodes: list[int]) -> Dataset:
+        def make(episodes: list[int], frames: str = "pixels") -> Dataset:
             # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
             return LeRobotDataset(cfg.dataset, delta_timestamps=delta_timestamps, episodes=episodes,
                                   image_size=image_size, resize_mode=cfg.data_resize_mode(), use_cache=cfg.use_cache,
-                                  image_dtype="uint8")
+                                  image_dtype="uint8", frames=frames)
 
-        return make(list(train_eps)), (make(list(val_eps)) if len(val_eps) else None)
+        # With frames_on_device the training batches carry cache row indices (see DeviceFrames).
+        train_frames = "indices" if cfg.frames_on_device else "pixels"
+        return make(list(train_eps), train_frames), (make(list(val_eps)) if len(val_eps) else None)
 
 
 class _SkipFirst(Sampler[int]):
@@ -137,6 +140,14 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
         generator.manual_seed(config.seed + epoch)
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def load_device_frames(dataset: Dataset, device: torch.device) -> DeviceFrames:
+    """The training dataset's frame cache copied to `device` (--frames-on-device)."""
+    cache = getattr(dataset, "cache", None)
+    if cache is None or getattr(dataset, "frames", None) != "indices":
+        raise ConfigError("--frames-on-device needs a cached LeRobot dataset built with frames='indices'")
+    return DeviceFrames(cache, dataset.camera_keys, device)  # type: ignore[attr-defined]
 
 
 def training_stats(stats: Mapping[str, Mapping[str, Any]], camera_keys: tuple[str, ...],
@@ -426,6 +437,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         if config.compile:
             model = torch.compile(model)
         params = [p for p in policy.parameters() if p.requires_grad]
+        device_frames = load_device_frames(train_ds, rt.device) if config.frames_on_device else None
         batches = infinite_batches(train_ds, config, rt.rank, rt.world, start_step, rt.device.type == "cuda")
         metrics = MetricsLogger(run_dir, rt.is_main, start_step if config.resume else None, config.tensorboard)
         global_batch = config.batch_size * rt.world
@@ -448,7 +460,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
                 samples = step * global_batch
 
                 t0 = time.perf_counter()
-                batch = batch_to_device(next(batches), rt.device, config.channels_last)
+                batch = batch_to_device(next(batches), rt.device, config.channels_last, device_frames)
                 t1 = time.perf_counter()
                 try:
                     values = train_step(model, params, batch, optimizer, scheduler,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robotrain.constants import OBS_IMAGES_PREFIX, TASK, TASK_INDEX, TIMESTAMP, pad_key
+from robotrain.constants import OBS_IMAGES_PREFIX, TASK, TASK_INDEX, TIMESTAMP, frame_index_key, pad_key
 from robotrain.data.cache import FrameCache, ensure_cache
 from robotrain.data.format import TIMESTAMP_TOLERANCE_S, DatasetMeta, load_frame_table, load_meta
 from robotrain.data.video import RESIZE_MODES, decode_frames_at, resize_uint8, to_float_chw
@@ -79,6 +79,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         image_dtype: "float32" (default, LeRobot's: values in [0, 1]) or "uint8" (values
             0..255, converted by the consumer, e.g. on the GPU: 4x less data through the
             DataLoader's shared memory, which is what limits a cached loader).
+        frames: "pixels" (default) or "indices": each camera's frames are replaced by
+            their cache row indices under `frame_index.<camera key>` (int64, (T,) or ()),
+            for a consumer holding the cache in device memory (`data.device_frames`).
     """
 
     def __init__(
@@ -94,7 +97,13 @@ class LeRobotDataset(torch.utils.data.Dataset):
         tolerance_s: float = TIMESTAMP_TOLERANCE_S,
         progress: bool = True,
         image_dtype: str = "float32",
+        frames: str = "pixels",
     ) -> None:
+        if frames not in ("pixels", "indices"):
+            raise ConfigError(f"frames must be 'pixels' or 'indices', got {frames!r}")
+        if frames == "indices" and not use_cache:
+            raise ConfigError("frames='indices' needs the frame cache (use_cache=True)")
+        self.frames = frames
         if image_dtype not in IMAGE_DTYPES:
             raise ConfigError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}, got {image_dtype!r}")
         self.image_dtype = image_dtype
@@ -223,6 +232,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 item[key] = torch.from_numpy(np.array(col[g]))  # 0-d for scalar columns
         for key in self.meta.camera_keys:
             idx = windows.get(key)
+            if self.frames == "indices":  # the consumer gathers the pixels (DeviceFrames)
+                item[frame_index_key(key)] = torch.tensor(g) if idx is None else torch.from_numpy(idx)
+                continue
             frames = self._images(key, g, np.array([g]) if idx is None else idx)  # (T, 3, H, W)
             item[key] = frames[0] if idx is None else frames
         item[TASK] = self.meta.tasks[int(self._columns[TASK_INDEX][g])]
