@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,20 @@ def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 
 
+def _residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], dropout: nn.Module, norm: nn.Module,
+              pre_norm: bool) -> Tensor:
+    """One transformer sublayer with its skip connection: the LayerNorm comes after the sum
+    (post-norm, ACT's default) or before the sublayer (`pre_norm`)."""
+    if pre_norm:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
+def _feedforward(layer: EncoderLayer | DecoderLayer, x: Tensor) -> Tensor:
+    """The position-wise feed-forward block both layer kinds share (same parameter names)."""
+    return layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
+
+
 class EncoderLayer(nn.Module):
     """Self-attention + feed-forward; position embeddings are added to queries and keys only."""
 
@@ -120,23 +134,12 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         # x: (B, S, D); pos: (1 or B, S, D); key_padding_mask: (B, S) True = ignore
-        skip = x
-        if self.pre_norm:
-            x = self.norm1(x)
-        qk = _with_pos(x, pos)
-        x = self.self_attn(qk, qk, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
-        x = skip + self.dropout1(x)
-        if self.pre_norm:
-            skip = x
-            x = self.norm2(x)
-        else:
-            x = self.norm1(x)
-            skip = x
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        x = skip + self.dropout2(x)
-        if not self.pre_norm:
-            x = self.norm2(x)
-        return x
+        def attend(h: Tensor) -> Tensor:
+            qk = _with_pos(h, pos)
+            return self.self_attn(qk, qk, h, key_padding_mask=key_padding_mask, need_weights=False)[0]
+
+        x = _residual(x, attend, self.dropout1, self.norm1, self.pre_norm)
+        return _residual(x, lambda h: _feedforward(self, h), self.dropout2, self.norm2, self.pre_norm)
 
 
 class Encoder(nn.Module):
@@ -175,33 +178,17 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, memory: Tensor, query_pos: Tensor, memory_pos: Tensor) -> Tensor:
         # x: (B, chunk, D) queries; memory: (B, S, D); query_pos (1, chunk, D); memory_pos (1, S, D)
-        skip = x
-        if self.pre_norm:
-            x = self.norm1(x)
-        qk = _with_pos(x, query_pos)
-        x = self.self_attn(qk, qk, x, need_weights=False)[0]
-        x = skip + self.dropout1(x)
-        if self.pre_norm:
-            skip = x
-            x = self.norm2(x)
-        else:
-            x = self.norm1(x)
-            skip = x
-        x = self.multihead_attn(
-            _with_pos(x, query_pos), _with_pos(memory, memory_pos), memory, need_weights=False
-        )[0]
-        x = skip + self.dropout2(x)
-        if self.pre_norm:
-            skip = x
-            x = self.norm3(x)
-        else:
-            x = self.norm2(x)
-            skip = x
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        x = skip + self.dropout3(x)
-        if not self.pre_norm:
-            x = self.norm3(x)
-        return x
+        def attend_self(h: Tensor) -> Tensor:
+            qk = _with_pos(h, query_pos)
+            return self.self_attn(qk, qk, h, need_weights=False)[0]
+
+        def attend_memory(h: Tensor) -> Tensor:
+            return self.multihead_attn(_with_pos(h, query_pos), _with_pos(memory, memory_pos), memory,
+                                       need_weights=False)[0]
+
+        x = _residual(x, attend_self, self.dropout1, self.norm1, self.pre_norm)
+        x = _residual(x, attend_memory, self.dropout2, self.norm2, self.pre_norm)
+        return _residual(x, lambda h: _feedforward(self, h), self.dropout3, self.norm3, self.pre_norm)
 
 
 class Decoder(nn.Module):
