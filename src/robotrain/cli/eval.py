@@ -181,7 +181,8 @@ def run_offline(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    policy = load_policy(pretrained, device=device, overrides=policy_overrides(args))
+    overrides = policy_overrides(args)
+    policy = load_policy(pretrained, device=device, overrides=overrides)
     if args.image_size:
         parts = args.image_size.lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
@@ -203,7 +204,7 @@ def run_offline(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else pretrained.parent / "eval_offline.json"
     atomic_write_json(output, {
         "checkpoint": str(checkpoint), "dataset": str(args.dataset), "episodes": args.episodes,
-        "num_samples": result.num_samples, "num_steps": result.num_steps,
+        "num_samples": result.num_samples, "num_steps": result.num_steps, "policy_overrides": overrides or None,
         "policy": dataclasses.asdict(result.policy),
         "mean_action_baseline": dataclasses.asdict(result.baseline) if result.baseline else None,
         **result.to_metrics(),
