@@ -59,3 +59,27 @@ def test_vector_env_steps_in_subprocesses():
         assert reward.shape == (2,) and not truncated.any()
     finally:
         venv.close()
+
+
+def test_execution_noise_perturbs_states_but_keeps_clean_labels(env):
+    """DART recording: the stored actions are the expert's clean plan (identical to a
+    noiseless rollout of the same seed), while the arm, and so the states, go off it."""
+    clean, noisy = run_episode(env, 3), run_episode(env, 3, action_noise_deg=1.0)
+    n = min(len(clean["action"]), len(noisy["action"]))
+    np.testing.assert_array_equal(clean["action"][:n], noisy["action"][:n])
+    offset = np.abs(noisy["state"][:n, :5] - clean["state"][:n, :5]).mean()
+    assert 0.3 < offset < 10.0, offset  # off the plan by about the noise, not lost
+    assert noisy["success"]  # 1 degree of execution noise still completes the task here
+    with pytest.raises(ValueError, match="action_noise_deg"):
+        run_episode(env, 3, action_noise_deg=-1.0)
+
+
+def test_execution_noise_statistics():
+    from robotrain.sim.expert import ExecutionNoise
+
+    noise = ExecutionNoise(2.0, np.random.default_rng(0))
+    x = np.stack([noise.step() for _ in range(20000)])
+    assert x.shape == (20000, 5)
+    assert abs(x.std() - 2.0) < 0.2  # stationary std as asked
+    lag1 = np.corrcoef(x[:-1, 0], x[1:, 0])[0, 1]
+    assert lag1 > 0.8  # smooth: consecutive offsets are strongly correlated (tau 0.3 s)

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--keep-failures", action="store_true", help="also keep episodes where the expert failed")
     rec.add_argument("--codec", default="libsvtav1", choices=["libsvtav1", "libx264"],
                      help="video codec (default libsvtav1, LeRobot's; libx264 is the fallback)")
+    rec.add_argument("--action-noise", type=float, default=0.0, metavar="DEG",
+                     help="DART: execute actions plus smooth noise of this std (degrees, arm joints) but "
+                          "record the clean actions, so the data shows recoveries (default 0: off)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     
@@ -50,7 +53,8 @@ def run_record(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     cfg = RecordConfig(episodes=args.episodes, height=h, width=w, seed=args.seed, max_steps=args.max_steps,
-                       only_successful=not args.keep_failures, codec=args.codec)
+                       only_successful=not args.keep_failures, codec=args.codec,
+                       action_noise_deg=args.action_noise)
     result = record_dataset(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                             progress=not args.no_progress)
     print(record_summary(result))

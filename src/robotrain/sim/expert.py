@@ -211,12 +211,40 @@ class ScriptedExpert:
         return action.astype(np.float32)
 
 
-def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10) -> dict:
+class ExecutionNoise:
+    """Smooth random offsets (degrees) for the five arm joints: an Ornstein-Uhlenbeck
+    process with standard deviation `std_deg` and correlation time `tau_s`.
+
+    Why: DART-style recording (Laskey et al., 2017). The expert's plan does not depend on
+    where the arm actually is, so executing `action + noise` while storing the clean
+    `action` yields demonstrations that visit slightly-off states *and* label them with the
+    way back to the plan: the corrections a cloned policy needs after its own small errors.
+    """
+
+    def __init__(self, std_deg: float, rng: np.random.Generator, tau_s: float = 0.3) -> None:
+        self.std, self.rng = float(std_deg), rng
+        self.decay = float(np.exp(-1.0 / (SO101_FPS * tau_s)))
+        self.value = rng.normal(0.0, self.std, ARM_DOFS)
+
+    def step(self) -> np.ndarray:
+        """The offset for this control step (then advance the process)."""
+        out = self.value.copy()
+        self.value = self.decay * self.value + np.sqrt(1 - self.decay**2) * self.rng.normal(0.0, self.std, ARM_DOFS)
+        return out
+
+
+def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, action_noise_deg: float = 0.0) -> dict:
     """Roll out the expert from `env.reset(seed=seed)` until its plan ends (+ settle steps)
-    or the env stops. Returns states/actions/(images)/success."""
+    or the env stops. Returns states/actions/(images)/success.
+
+    `action_noise_deg` > 0 executes the expert's actions plus `ExecutionNoise` on the arm
+    joints but records the clean actions (DART); 0 executes exactly what is recorded."""
+    if action_noise_deg < 0:
+        raise ValueError(f"action_noise_deg must be >= 0, got {action_noise_deg}")
     obs, info = env.reset(seed=seed)
     expert = ScriptedExpert(env)
     expert.reset(env, np.random.default_rng([seed, 7]))
+    noise = ExecutionNoise(action_noise_deg, np.random.default_rng([seed, 11])) if action_noise_deg > 0 else None
     frames: dict[str, list] = {k: [] for k in obs if k != "observation.state"}
     states, actions = [], []
     extra = 0
@@ -227,7 +255,11 @@ def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10) -> di
         actions.append(action)
         for k in frames:
             frames[k].append(obs[k])
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = action
+        if noise is not None:
+            executed = action.copy()
+            executed[:ARM_DOFS] += noise.step().astype(np.float32)
+        obs, _, terminated, truncated, info = env.step(executed)
         success = info["is_success"]
         if expert.done:
             extra += 1

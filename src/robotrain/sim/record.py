@@ -57,8 +57,13 @@ class RecordConfig:
     # LeRobot's AV1. (A hang seen here came from SVT-AV1 making its threads SCHED_FIFO 99 as
     # root; data/mp4.py undoes that, see keep_scheduling.)
     codec: str = "libsvtav1"
+    # DART: execute the expert's actions plus smooth noise of this std (degrees, arm joints)
+    # but store the clean actions, so the data shows recoveries (expert.ExecutionNoise).
+    action_noise_deg: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.action_noise_deg < 0:
+            raise ConfigError(f"--action-noise must be >= 0, got {self.action_noise_deg}")
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.max_steps < 2:
@@ -90,11 +95,11 @@ def _worker_init(height: int, width: int, max_steps: int, frame_dir: str) -> Non
     _WORKER["dir"] = Path(frame_dir)
 
 
-def _worker_episode(seed: int, only_successful: bool) -> dict[str, Any]:
+def _worker_episode(seed: int, only_successful: bool, action_noise_deg: float = 0.0) -> dict[str, Any]:
     """Roll out one expert episode; save its frames as .npy (unless it failed and is dropped)."""
     from robotrain.sim.expert import run_episode
 
-    ep = run_episode(_WORKER["env"], seed)
+    ep = run_episode(_WORKER["env"], seed, action_noise_deg=action_noise_deg)
     out = {"seed": seed, "success": ep["success"], "state": ep["state"], "action": ep["action"], "images": {}}
     if ep["success"] or not only_successful:
         for key, frames in ep["images"].items():
@@ -147,7 +152,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                 while len(pending) < max(workers, cfg.episodes - recorded) and len(pending) < 2 * workers:
                     if next_seed - cfg.seed >= max_attempts:
                         break
-                    pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful))
+                    pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful, cfg.action_noise_deg))
                     next_seed += 1
                 if not pending:
                     raise SimulationError(f"the expert failed {len(discarded)} of {max_attempts} episodes; "
@@ -240,13 +245,21 @@ def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list
 Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
 ({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
 {len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
-
+{_noise_sentence(cfg.action_noise_deg)}
 ## Units
 {UNITS_NOTE}
 To train on this data and run on a real SO-101, set `use_degrees=True` on the follower.
 
 Details: `meta/robotrain_sim.json`.
 """)
+
+
+def _noise_sentence(action_noise_deg: float) -> str:
+    if action_noise_deg <= 0:
+        return "The recorded actions are the ones executed.\n"
+    return (f"Recorded with execution noise (DART): the arm executed each action plus smooth noise of "
+            f"std {action_noise_deg:g} deg on the five arm joints; `action` holds the expert's clean "
+            f"actions, `observation.state` the perturbed states.\n")
 
 
 def record_summary(result: RecordResult) -> str:
