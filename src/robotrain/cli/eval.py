@@ -184,10 +184,7 @@ def run_offline(args: argparse.Namespace) -> int:
     overrides = policy_overrides(args)
     policy = load_policy(pretrained, device=device, overrides=overrides)
     if args.image_size:
-        parts = args.image_size.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ConfigError(f"--image-size: expected HxW like 240x320, got {args.image_size!r}")
-        image_size = (int(parts[0]), int(parts[1]))
+        image_size = _parse_hw(args.image_size, "--image-size")
     else:
         image_size = tuple(policy.features.image_shape[1:]) if policy.features.camera_keys else None
     if args.batch_size < 1:
