@@ -126,3 +126,32 @@ def test_overfits_a_tiny_dataset(tmp_path) -> None:
 def test_batch_larger_than_data_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="--batch-size"):
         run(tmp_path, "--steps", "2", "--batch-size", "500")
+
+
+def _weights(run_dir, step: str = "last") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(run_dir / "checkpoints" / step / "pretrained_model" / "model.safetensors"))
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(tmp_path) -> None:
+    first = run(tmp_path, "--steps", "3", name="first")
+    # lr 0: the one step of the second run cannot move the weights, so they must be the first run's
+    second = run(tmp_path, "--steps", "1", "--policy.optimizer_lr", "0", "--init-from",
+                 str(first / "checkpoints" / "last"), name="second")
+    fresh = run(tmp_path, "--steps", "1", "--policy.optimizer_lr", "0", name="fresh")
+    got, want, random_init = _weights(second), _weights(first), _weights(fresh)
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert not all(torch.equal(random_init[k], want[k]) for k in want)
+    saved = json.loads((second / "config.json").read_text())
+    assert saved["init_from"].endswith("last") and read_metrics(second)[0]["step"] == 1  # a new run, step 1
+
+
+def test_init_from_a_different_architecture_names_the_mismatch(tmp_path) -> None:
+    from robotrain.errors import CheckpointError
+    first = run(tmp_path, "--steps", "1", name="first")
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        run(tmp_path, "--steps", "1", "--policy.hidden_dim", "7", "--init-from", str(first / "checkpoints" / "last"),
+            name="second")
+    with pytest.raises(ConfigError, match="--init-from"):
+        run(tmp_path, "--steps", "1", "--init-from", str(tmp_path / "nowhere"), name="third")

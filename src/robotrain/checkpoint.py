@@ -270,6 +270,32 @@ def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Te
     policy.load_state_dict(dict(state), strict=True)
 
 
+def _pretrained_dir(path: str | Path) -> Path:
+    """`path` itself, or its `pretrained_model/` when given a step dir or `last`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError("checkpoint directory not found", path)
+    return path / PRETRAINED_MODEL_DIR if (path / PRETRAINED_MODEL_DIR).is_dir() else path
+
+
+def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
+    """Overwrite `policy`'s weights with a checkpoint's (ours or LeRobot's) to fine-tune it.
+
+    Only the weights move: the normalisation statistics stay those of the dataset being
+    trained on (as lerobot-train does with `--policy.path`), and the optimizer and lr
+    schedule start fresh. The architecture must match exactly; a different policy type or
+    any missing, extra or mis-shaped weight is a CheckpointError naming them.
+    """
+    pretrained_dir = _pretrained_dir(checkpoint)
+    config_json = _read_json(pretrained_dir / CONFIG_JSON)
+    kind = config_json.get("type") if isinstance(config_json, dict) else None
+    if kind != policy.name:
+        raise CheckpointError(f"--init-from holds a {kind!r} policy, this run trains {policy.name!r}",
+                              pretrained_dir / CONFIG_JSON)
+    load_state_dict_strict(policy, _read_safetensors(pretrained_dir / MODEL_SAFETENSORS),
+                           pretrained_dir / MODEL_SAFETENSORS)
+
+
 def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
                 overrides: Mapping[str, Any] | None = None) -> Policy:
     """Rebuild a policy from a `pretrained_model/` directory (ours or LeRobot's).
@@ -280,11 +306,7 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
 
     Example: `policy = load_policy("outputs/train/run/checkpoints/last/pretrained_model")`.
     """
-    pretrained_dir = Path(pretrained_dir)
-    if not pretrained_dir.is_dir():
-        raise CheckpointError("checkpoint directory not found", pretrained_dir)
-    if (pretrained_dir / PRETRAINED_MODEL_DIR).is_dir():  # given the step dir or `last`
-        pretrained_dir = pretrained_dir / PRETRAINED_MODEL_DIR
+    pretrained_dir = _pretrained_dir(pretrained_dir)
     config_json = _read_json(pretrained_dir / CONFIG_JSON)
     if not isinstance(config_json, dict) or "type" not in config_json:
         raise CheckpointError("config.json has no policy 'type'", pretrained_dir / CONFIG_JSON)

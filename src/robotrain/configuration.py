@@ -358,6 +358,11 @@ class TrainConfig:
     """Run directory; default outputs/train/<timestamp>_<policy>."""
     resume: bool = False
     """Continue the run in --output-dir from its `checkpoints/last`."""
+    init_from: str | None = None
+    """Start a new run from this checkpoint's weights (a `checkpoints/<step>` dir or its
+    `pretrained_model/`, ours or LeRobot's) instead of a random init: fine-tuning, like
+    lerobot-train's --policy.path. The policy settings must build the same architecture;
+    step, optimizer and lr schedule start fresh; normalisation uses this run's dataset."""
 
     device: str = "auto"
     """"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps"."""
@@ -433,6 +438,8 @@ class TrainConfig:
         if not self.resume and self.output_dir and (Path(self.output_dir) / "checkpoints").exists():
             raise ConfigError("--output-dir already holds checkpoints; pass --resume to continue it or pick "
                               "another directory", self.output_dir)
+        if self.init_from is not None and not Path(self.init_from).is_dir():
+            raise ConfigError("checkpoint directory not found (--init-from)", self.init_from)
         if self.resume:
             if not self.output_dir:
                 raise bad("resume", "needs --output-dir, the run directory to continue")

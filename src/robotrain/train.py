@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robotrain import configuration
-from robotrain.checkpoint import Checkpointer, policy_config_to_lerobot
+from robotrain.checkpoint import Checkpointer, init_weights_from, policy_config_to_lerobot
 from robotrain.configuration import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
@@ -425,6 +425,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         config = dataclasses.replace(config, output_dir=str(run_dir))
         checkpointer = Checkpointer(run_dir, config.save_freq, config.steps, config.keep_last)
         seed_everything(config.seed + rt.rank)  # dropout differs per process, the same on every run
+        if config.init_from and not config.resume:  # a resumed run already holds its own weights
+            init_weights_from(policy, config.init_from)
         start_step = checkpointer.resume(policy, optimizer, scheduler) if config.resume else 0
         if start_step >= config.steps:
             raise ConfigError(f"--steps {config.steps}: the run is already at step {start_step}; raise --steps")

@@ -7,6 +7,7 @@ Examples:
     robotrain train --dataset data/so101 --policy act --steps 2000 --image-size 240x320 --policy.dim_model 256
     robotrain train --config my_run.json --steps 5000
     robotrain train --resume --output-dir outputs/train/2026-11-25_17-00-00_act
+    robotrain train --dataset data/more_episodes --preset act_sim_demo --init-from RUN/checkpoints/last  # fine-tune
     torchrun --nproc_per_node 2 -m robotrain train --dataset data/so101 --policy act
 """
 
