@@ -83,3 +83,12 @@ def test_execution_noise_statistics():
     assert abs(x.std() - 2.0) < 0.2  # stationary std as asked
     lag1 = np.corrcoef(x[:-1, 0], x[1:, 0])[0, 1]
     assert lag1 > 0.8  # smooth: consecutive offsets are strongly correlated (tau 0.3 s)
+
+
+def test_grasp_error_moves_the_grasp_and_a_large_one_fails(env):
+    exact = run_episode(env, 0)
+    missed = run_episode(env, 0, grasp_error=(0.0, 0.03))  # 3 cm beside a 3 cm cube
+    assert exact["success"] and not missed["success"]
+    turned = run_episode(env, 0, yaw_error=np.deg2rad(10.0))
+    roll = 4  # wrist_roll
+    assert abs(turned["action"][40, roll] - exact["action"][40, roll]) == pytest.approx(10.0, abs=1.5)

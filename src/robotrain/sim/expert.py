@@ -11,6 +11,9 @@ Actions come out in the env's units (degrees, gripper 0..100).
 
 Example (physics only, prints the success rate):
     MUJOCO_GL=egl python -m robotrain.sim.expert --episodes 20
+
+`--grasp-error-mm DX DY` / `--yaw-error-deg D` make the expert grasp that far from the
+cube, which measures how precise a cloned policy has to be (docs/sim.md).
 """
 
 from __future__ import annotations
@@ -141,9 +144,13 @@ class ScriptedExpert:
         cands = cube_yaw + np.arange(-4, 5) * np.pi / 2
         return float(cands[np.argmin(np.abs(cands - natural))])
 
-    def reset(self, env: SO101PickPlaceEnv, rng: np.random.Generator) -> None:
+    def reset(self, env: SO101PickPlaceEnv, rng: np.random.Generator,
+              grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0) -> None:
+        """Plan the episode. `grasp_error` (m, world x/y) and `yaw_error` (rad) misplace the
+        approach, descent and grasp on purpose, to measure the grasp's tolerance."""
         cube, bowl = env.cube_pos(), env.bowl_pos()
-        self.yaw = self._choose_yaw(cube, env.cube_yaw())
+        self.yaw = self._choose_yaw(cube, env.cube_yaw()) + yaw_error
+        cube = cube + np.array([grasp_error[0], grasp_error[1], 0.0])
         q_arm = env.joint_positions()[:ARM_DOFS]
         start, _ = self.ik.forward(q_arm)
         self.q = q_arm
@@ -233,17 +240,19 @@ class ExecutionNoise:
         return out
 
 
-def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, action_noise_deg: float = 0.0) -> dict:
+def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, action_noise_deg: float = 0.0,
+                grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0) -> dict:
     """Roll out the expert from `env.reset(seed=seed)` until its plan ends (+ settle steps)
     or the env stops. Returns states/actions/(images)/success.
 
     `action_noise_deg` > 0 executes the expert's actions plus `ExecutionNoise` on the arm
-    joints but records the clean actions (DART); 0 executes exactly what is recorded."""
+    joints but records the clean actions (DART); 0 executes exactly what is recorded.
+    `grasp_error`/`yaw_error`: see `ScriptedExpert.reset`."""
     if action_noise_deg < 0:
         raise ValueError(f"action_noise_deg must be >= 0, got {action_noise_deg}")
     obs, info = env.reset(seed=seed)
     expert = ScriptedExpert(env)
-    expert.reset(env, np.random.default_rng([seed, 7]))
+    expert.reset(env, np.random.default_rng([seed, 7]), grasp_error, yaw_error)
     noise = ExecutionNoise(action_noise_deg, np.random.default_rng([seed, 11])) if action_noise_deg > 0 else None
     frames: dict[str, list] = {k: [] for k in obs if k != "observation.state"}
     states, actions = [], []
@@ -278,12 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grasp-error-mm", type=float, nargs=2, default=(0.0, 0.0), metavar=("DX", "DY"),
+                        help="grasp this far from the cube centre (world x, y; mm)")
+    parser.add_argument("--yaw-error-deg", type=float, default=0.0, help="turn the jaws this far off the cube's faces")
     args = parser.parse_args(argv)
+    grasp_error = (args.grasp_error_mm[0] / 1000.0, args.grasp_error_mm[1] / 1000.0)
     logging.basicConfig(level=logging.INFO)
     env = SO101PickPlaceEnv(render=False, terminate_on_success=False)
     ok = 0
     for s in range(args.seed, args.seed + args.episodes):
-        r = run_episode(env, s)
+        r = run_episode(env, s, grasp_error=grasp_error, yaw_error=float(np.deg2rad(args.yaw_error_deg)))
         ok += r["success"]
         if not r["success"]:
             log.info("seed %d failed (%d steps)", s, len(r["action"]))
