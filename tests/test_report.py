@@ -229,3 +229,14 @@ def test_eval_info_lerobot_04_per_task(tmp_path: Path) -> None:
         "per_group": {}, "overall": {"pc_success": 66.7, "n_episodes": 3, "avg_sum_reward": 0.67}}))
     ev = load_eval_info(p)
     assert (ev.successes, ev.n_episodes, ev.per_episode_success) == (2, 3, [True, False, True])
+
+
+def test_fine_tuned_run_names_its_starting_checkpoint(tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
+    act, smolvla = two_runs
+    cfg = json.loads((act / "config.json").read_text())
+    cfg["init_from"] = "/runs/parent/checkpoints/012000"
+    (act / "config.json").write_text(json.dumps(cfg))
+    assert load_run(act).init_from == "/runs/parent/checkpoints/012000" and load_run(smolvla).init_from is None
+    md = write_report([act, smolvla], tmp_path / "rep").markdown.read_text()
+    assert "| /runs/parent/checkpoints/012000 |" in md and "| random init |" in md
+    assert "counts its samples from its own start" in md

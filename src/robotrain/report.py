@@ -337,9 +337,13 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
 
     md += ["## Runs", ""]
     md.append(md_table(
-        ["run", "source", "path", "training lines", "offline evals", "sim evals"],
-        [[r.label, r.source, str(r.path), len(r.train), len(r.offline_evals), len(r.sim_evals)] for r in runs],
+        ["run", "source", "path", "training lines", "offline evals", "sim evals", "starts from"],
+        [[r.label, r.source, str(r.path), len(r.train), len(r.offline_evals), len(r.sim_evals),
+          r.init_from or "random init"] for r in runs],
     ))
+    if any(r.init_from for r in runs):
+        md += ["", "A run that starts from another checkpoint (`--init-from`) counts its samples from its "
+               "own start: add what that checkpoint had seen before comparing sample counts."]
 
     # 1. throughput
     trained = [r for r in runs if r.train]

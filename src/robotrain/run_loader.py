@@ -96,6 +96,9 @@ class RunData:
     offline_evals: list[dict[str, Any]] = field(default_factory=list)
     """Offline-eval lines: step, samples, eval/action_error, eval/first_action_error, ..."""
     sim_evals: list[SimEval] = field(default_factory=list)
+    init_from: str | None = None
+    """The checkpoint a fine-tuning run started from (`--init-from`): its samples count
+    from that start, so they exclude what the starting checkpoint was trained on."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -304,6 +307,7 @@ def load_robotrain_run(run_dir: Path, label: str) -> RunData:
         train=train,
         offline_evals=evals,
         sim_evals=find_eval_infos(run_dir),
+        init_from=str(config["init_from"]) if config.get("init_from") else None,
     )
     _fill_samples(run.train, run.batch_size)
     _fill_samples(run.offline_evals, run.batch_size)
