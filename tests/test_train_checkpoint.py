@@ -182,6 +182,18 @@ def test_loads_lerobot_written_act_checkpoint(lerobot_fixtures) -> None:
     assert all(torch.equal(state[k], weights[k]) for k in weights)
 
 
+def test_init_from_a_lerobot_act_checkpoint_copies_its_weights(lerobot_fixtures) -> None:
+    pytest.importorskip("robotrain.policies.act.model")
+    pretrained = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"
+    loaded = load_policy(pretrained)
+    torch.manual_seed(123)
+    fresh = type(loaded)(loaded.config, loaded.features, ckpt.load_stats(pretrained))
+    assert not torch.equal(fresh.state_dict()["model.action_head.weight"], loaded.state_dict()["model.action_head.weight"])
+    ckpt.init_weights_from(fresh, pretrained.parent)  # the step dir works as well as pretrained_model/
+    want = loaded.state_dict()
+    assert all(torch.equal(fresh.state_dict()[k], want[k]) for k in want)
+
+
 def test_act_round_trip_and_lerobot_config_keys(tmp_path, lerobot_fixtures) -> None:
     pytest.importorskip("robotrain.policies.act.model")
     from robotrain.checkpoint import load_stats

@@ -153,5 +153,6 @@ def test_init_from_a_different_architecture_names_the_mismatch(tmp_path) -> None
     with pytest.raises(CheckpointError, match="shape mismatch"):
         run(tmp_path, "--steps", "1", "--policy.hidden_dim", "7", "--init-from", str(first / "checkpoints" / "last"),
             name="second")
+    assert not (tmp_path / "second").exists()  # refused before anything was written
     with pytest.raises(ConfigError, match="--init-from"):
         run(tmp_path, "--steps", "1", "--init-from", str(tmp_path / "nowhere"), name="third")

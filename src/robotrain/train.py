@@ -416,6 +416,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         features = policy_features(meta, config.data_image_size())
         stats = training_stats(meta.stats, tuple(meta.camera_keys), config.use_imagenet_stats)
         policy = get_policy_class(config.policy_type)(config.policy, features, stats).to(rt.device)
+        if config.init_from and not config.resume:  # fine-tuning; a resumed run holds its own weights
+            init_weights_from(policy, config.init_from)  # before anything is written: a bad file costs nothing
         if config.channels_last:
             policy = policy.to(memory_format=torch.channels_last)
         train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.data_image_size())
@@ -425,8 +427,6 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         config = dataclasses.replace(config, output_dir=str(run_dir))
         checkpointer = Checkpointer(run_dir, config.save_freq, config.steps, config.keep_last)
         seed_everything(config.seed + rt.rank)  # dropout differs per process, the same on every run
-        if config.init_from and not config.resume:  # a resumed run already holds its own weights
-            init_weights_from(policy, config.init_from)
         start_step = checkpointer.resume(policy, optimizer, scheduler) if config.resume else 0
         if start_step >= config.steps:
             raise ConfigError(f"--steps {config.steps}: the run is already at step {start_step}; raise --steps")
