@@ -156,3 +156,15 @@ def test_init_from_a_different_architecture_names_the_mismatch(tmp_path) -> None
     assert not (tmp_path / "second").exists()  # refused before anything was written
     with pytest.raises(ConfigError, match="--init-from"):
         run(tmp_path, "--steps", "1", "--init-from", str(tmp_path / "nowhere"), name="third")
+
+
+def test_resuming_a_fine_tuned_run_does_not_need_its_parent(tmp_path) -> None:
+    import shutil
+    first = run(tmp_path, "--steps", "2", name="first")
+    parent = tmp_path / "parent"
+    shutil.copytree(first / "checkpoints" / "last", parent)
+    second = run(tmp_path, "--steps", "2", "--init-from", str(parent), name="second")
+    shutil.rmtree(parent)
+    config = parse_train_config(["--resume", "--output-dir", str(second), "--steps", "3"], check_paths=False)
+    train(config, data=SyntheticSource())
+    assert read_metrics(second)[-1]["step"] == 3

@@ -438,7 +438,8 @@ class TrainConfig:
         if not self.resume and self.output_dir and (Path(self.output_dir) / "checkpoints").exists():
             raise ConfigError("--output-dir already holds checkpoints; pass --resume to continue it or pick "
                               "another directory", self.output_dir)
-        if self.init_from is not None and not Path(self.init_from).is_dir():
+        # A resumed run holds its own weights, so its parent checkpoint may be gone by then.
+        if self.init_from is not None and not self.resume and not Path(self.init_from).is_dir():
             raise ConfigError("checkpoint directory not found (--init-from)", self.init_from)
         if self.resume:
             if not self.output_dir:
