@@ -103,6 +103,7 @@ def test_eval_info_schema_and_values(tmp_path: Path) -> None:
     assert [e["seed"] for e in per] == list(range(10, 16))
     for e in per:
         assert set(e) >= {"episode_ix", "sum_reward", "max_reward", "success", "seed", "steps"}
+        assert "grasp_offset_mm" not in e  # only envs that report it get the grasp fields
         assert e["success"] == (e["seed"] % 2 == 0)
         assert e["steps"] == (3 + e["seed"] % 4 if e["success"] else 12)
         if e["success"]:
@@ -240,6 +241,9 @@ def test_expert_replay_succeeds_in_the_real_sim(tmp_path: Path) -> None:
     assert [e["success"] for e in info["per_episode"]] == [True, True]
     for e in info["per_episode"]:
         assert 0 < e["time_to_success_s"] <= 10.0 and e["steps"] <= 300
+        assert e["cube_lifted"] and len(e["grasp_offset_mm"]) == 3 and abs(e["grasp_offset_mm"][1]) < 3.0
+    assert info["aggregated"]["n_cube_lifted"] == 2
+    assert len(info["aggregated"]["median_abs_grasp_offset_mm"]) == 3
 
 
 def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,3 +92,19 @@ def test_grasp_error_moves_the_grasp_and_a_large_one_fails(env):
     turned = run_episode(env, 0, yaw_error=np.deg2rad(10.0))
     roll = 4  # wrist_roll
     assert abs(turned["action"][40, roll] - exact["action"][40, roll]) == pytest.approx(10.0, abs=1.5)
+
+
+def test_grasp_diagnostics_read_the_grasp_error_back(env):
+    """info['grasp_offset_mm'] is where the cube was relative to the jaws at the close
+    command: the expert's deliberate error shows up across the jaws, and a lifted cube is
+    noted; before any close command the offset is NaN."""
+    _, info = env.reset(seed=0)
+    assert np.all(np.isnan(info["grasp_offset_mm"])) and not info["cube_lifted"]
+    exact = run_episode(env, 0)
+    offset = env._info()["grasp_offset_mm"]
+    assert exact["success"] and env._info()["cube_lifted"]
+    assert abs(offset[1]) < 2.5 and abs(offset[0]) < 2.5  # the expert's own noise is ~1 mm
+    run_episode(env, 0, grasp_error=(0.0, 0.006))
+    assert abs(abs(env._info()["grasp_offset_mm"][1]) - 6.0) < 1.5
+    missed = run_episode(env, 0, grasp_error=(0.0, 0.03))
+    assert not missed["success"] and not env._info()["cube_lifted"]

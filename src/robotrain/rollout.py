@@ -373,6 +373,7 @@ def evaluate_in_sim(
                 sum_r, max_r = np.zeros(B), np.full(B, -np.inf)
                 steps = np.zeros(B, int)
                 success_step: list[int | None] = [None] * B
+                last_info: list[Mapping[str, Any]] = [{} for _ in range(B)]
                 done = np.zeros(B, bool)
                 done[len(eps):] = True
                 for j, i in enumerate(eps):
@@ -391,6 +392,7 @@ def evaluate_in_sim(
                         sum_r[j] += rew[j]
                         max_r[j] = max(max_r[j], rew[j])
                         steps[j] = t + 1
+                        last_info[j] = infos[j]
                         if success_step[j] is None and bool(infos[j].get("is_success", False)):
                             success_step[j] = t + 1
                         i = eps[j]
@@ -414,6 +416,7 @@ def evaluate_in_sim(
                         "seed": seed + i,
                         "steps": int(steps[j]),
                         "time_to_success_s": (success_step[j] / fps) if ok else None,  # type: ignore[operator]
+                        **grasp_diagnostics(last_info[j]),
                     })
                 n_ok = sum(e["success"] for e in per_episode)
                 bar.update(task, advance=len(eps), description=f"success {n_ok}/{len(per_episode)}")
@@ -434,11 +437,40 @@ def evaluate_in_sim(
     agg = info["aggregated"]
     logger.info("sim success %.1f%% (95%% CI %.1f-%.1f) over %d episodes in %.1fs", agg["pc_success"],
                 *agg["pc_success_ci95"], n_episodes, eval_s)
+    if "n_cube_lifted" in agg:
+        logger.info("cube lifted in %d/%d episodes; median |grasp offset| (closing, across, vertical) mm: %s",
+                    agg["n_cube_lifted"], n_episodes, agg.get("median_abs_grasp_offset_mm"))
     return info
 
 
+def grasp_diagnostics(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The env's grasp diagnostics from an episode's last info, JSON-ready: `cube_lifted`
+    and `grasp_offset_mm` (None when the policy never commanded a close). Empty for envs
+    that do not report them (see robotrain.sim.env)."""
+    out: dict[str, Any] = {}
+    if "cube_lifted" in info:
+        out["cube_lifted"] = bool(info["cube_lifted"])
+    if "grasp_offset_mm" in info:
+        offset = np.asarray(info["grasp_offset_mm"], dtype=float).reshape(-1)
+        out["grasp_offset_mm"] = None if not np.all(np.isfinite(offset)) else [round(float(v), 2) for v in offset]
+    return out
+
+
+def _grasp_summary(per_episode: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many episodes lifted the cube, and the median absolute grasp offset (mm; along
+    the closing axis, across it, vertical) of the episodes that commanded a close."""
+    out: dict[str, Any] = {}
+    if any("cube_lifted" in e for e in per_episode):
+        out["n_cube_lifted"] = sum(bool(e.get("cube_lifted")) for e in per_episode)
+    offsets = [e["grasp_offset_mm"] for e in per_episode if e.get("grasp_offset_mm") is not None]
+    if offsets:
+        out["median_abs_grasp_offset_mm"] = [float(v) for v in np.median(np.abs(offsets), axis=0)]
+    return out
+
+
 def summarize(per_episode: list[dict[str, Any]], eval_s: float) -> dict[str, Any]:
-    """LeRobot's eval_info shape plus our interval and time-to-success fields."""
+    """LeRobot's eval_info shape plus our interval, time-to-success and (where the env
+    reports them) grasp fields."""
     n = len(per_episode)
     k = sum(bool(e["success"]) for e in per_episode)
     lo, hi = wilson_interval(k, n)
@@ -456,6 +488,7 @@ def summarize(per_episode: list[dict[str, Any]], eval_s: float) -> dict[str, Any
             "pc_success_ci95": [100.0 * lo, 100.0 * hi],
             "avg_time_to_success_s": float(np.mean(tts)) if tts else None,
             "seeds": [e["seed"] for e in per_episode],
+            **_grasp_summary(per_episode),
         },
     }
 

@@ -13,6 +13,14 @@ Timing: 30 Hz control. Physics runs at 0.002 s; 1/30 s is 16.67 physics steps, s
 alternate 17/17/16 substeps and the sim clock stays exactly on the 30 Hz grid. Episodes
 are 300 steps (10 s), then `truncated`.
 
+Grasp diagnostics (in `info`, for explaining failures rather than scoring them):
+`cube_lifted` turns true once the cube's centre has been 2 cm above its resting height;
+`grasp_offset_mm` is where the cube's centre was relative to the jaws at the first step
+the gripper was commanded closed (below 10 after having been open): (along the closing
+axis from the midpoint between the pads, across it horizontally, vertically) in mm, NaN
+until then. The grasp fails beyond about 5 mm across (docs/sim.md), so a policy's
+misses can be read as a bias or a spread of this number.
+
 Reward is 1.0 on a success step, else 0.0. `info["is_success"]` is true when the cube
 rests inside the bowl (centre within the inner radius, low in the bowl, nearly still)
 and no part of the arm touches it (the gripper let go). With `terminate_on_success`
@@ -59,6 +67,10 @@ HOME_NOISE_DEG = 3.0
 # Success thresholds.
 SUCCESS_MAX_SPEED = 0.05  # m/s: the cube is resting
 SUCCESS_MAX_Z = scene.BOWL_BASE_THICKNESS + 1.8 * scene.CUBE_HALF  # centre low in the bowl
+
+# Grasp diagnostics.
+LIFTED_HEIGHT = 0.02  # m above the resting height: the cube was picked up
+GRIPPER_CLOSE_COMMAND = 10.0  # env units: a gripper target below this is a close command
 
 
 # Close GL contexts before interpreter teardown: a Renderer freed after MuJoCo's atexit
@@ -130,6 +142,7 @@ class SO101PickPlaceEnv(gym.Env):
         self._cube_geom = m.geom("cube").id
         self._bowl_mocap = m.body_mocapid[m.body("bowl").id]
         self._arm_bodies = {m.body(b).id for b in scene.ARM_BODIES}
+        self._pad_geoms = [m.geom(name).id for name in scene.JAW_PADS]  # fixed, moving
         self._substeps_per_second = round(1.0 / m.opt.timestep)  # 500
 
         low, high = self.to_env_units(self._ctrl_lo), self.to_env_units(self._ctrl_hi)
@@ -182,12 +195,16 @@ class SO101PickPlaceEnv(gym.Env):
         d.mocap_pos[self._bowl_mocap] = [bowl_xy[0], bowl_xy[1], 0.0]
         mujoco.mj_forward(m, d)
         self._step = 0
+        self._cube_lifted = False
+        self._gripper_was_open = False
+        self._grasp_offset = np.full(3, np.nan)
         return self._observation(), self._info()
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             raise SimulationError(f"action must be 6 finite joint targets, got {np.asarray(action).tolist()}")
+        self._note_close_command(float(action[5]))
         ctrl = np.clip(self.to_sim_units(action), self._ctrl_lo, self._ctrl_hi)
         self.data.ctrl[self._act_ids] = ctrl
         mujoco.mj_step(self.model, self.data, nstep=self._substeps(self._step))
@@ -248,6 +265,24 @@ class SO101PickPlaceEnv(gym.Env):
     def bowl_pos(self) -> np.ndarray:
         return self.data.mocap_pos[self._bowl_mocap].copy()
 
+    def jaw_frame_offset(self) -> np.ndarray:
+        """The cube's centre relative to the midpoint between the jaw pads (m): along the
+        fixed->moving pad direction (flattened onto the table), across it horizontally,
+        and vertically. Meaningful while the gripper points down, as in a grasp."""
+        fixed, moving = (self.data.geom_xpos[g] for g in self._pad_geoms)
+        closing = (moving - fixed) * np.array([1.0, 1.0, 0.0])
+        closing /= max(float(np.linalg.norm(closing)), 1e-9)
+        across = np.cross([0.0, 0.0, 1.0], closing)
+        rel = self.cube_pos() - (fixed + moving) / 2
+        return np.array([rel @ closing, rel @ across, rel[2]])
+
+    def _note_close_command(self, gripper_target: float) -> None:
+        """Record the jaw-frame cube offset at the first close command of the episode."""
+        if gripper_target >= GRIPPER_CLOSE_COMMAND:
+            self._gripper_was_open = True
+        elif self._gripper_was_open and np.isnan(self._grasp_offset[0]):
+            self._grasp_offset = self.jaw_frame_offset()
+
     def arm_touches_cube(self) -> bool:
         d, m = self.data, self.model
         for i in range(d.ncon):
@@ -266,8 +301,10 @@ class SO101PickPlaceEnv(gym.Env):
         in_bowl = dist < scene.BOWL_INNER_RADIUS and cube[2] - bowl[2] < SUCCESS_MAX_Z
         touching = self.arm_touches_cube()
         success = bool(in_bowl and speed < SUCCESS_MAX_SPEED and not touching)
+        self._cube_lifted = self._cube_lifted or bool(cube[2] > scene.CUBE_HALF + LIFTED_HEIGHT)
         return {"is_success": success, "cube_in_bowl": bool(in_bowl), "arm_touches_cube": touching,
-                "cube_pos": cube, "bowl_pos": bowl}
+                "cube_pos": cube, "bowl_pos": bowl, "cube_lifted": self._cube_lifted,
+                "grasp_offset_mm": 1000.0 * self._grasp_offset}
 
 
 def _make_env(kwargs: dict[str, Any]) -> SO101PickPlaceEnv:
