@@ -240,3 +240,18 @@ def test_fine_tuned_run_names_its_starting_checkpoint(tmp_path: Path, two_runs: 
     md = write_report([act, smolvla], tmp_path / "rep").markdown.read_text()
     assert "| /runs/parent/checkpoints/012000 |" in md and "| random init |" in md
     assert "counts its samples from its own start" in md
+
+
+def test_grasp_diagnostics_reach_the_success_table(tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
+    act, smolvla = two_runs
+    path = act / "eval" / "eval_info.json"
+    info = json.loads(path.read_text())
+    info["aggregated"].update(n_cube_lifted=9, median_abs_grasp_offset_mm=[1.0, 3.25, 4.0])
+    path.write_text(json.dumps(info))
+    ev = load_eval_info(path)
+    assert ev.n_cube_lifted == 9 and ev.median_abs_grasp_offset_across_mm == 3.25
+    md = write_report([act, smolvla], tmp_path / "rep").markdown.read_text()
+    assert "| cube lifted | median grasp offset across jaws (mm) |" in md
+    act_row = next(line for line in md.splitlines() if line.startswith("| act | eval/eval_info.json"))
+    smolvla_row = next(line for line in md.splitlines() if line.startswith("| smolvla | eval/eval_info.json"))
+    assert act_row.endswith("| 9 | 3.25 |") and smolvla_row.endswith("| — | — |")

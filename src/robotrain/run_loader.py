@@ -74,6 +74,11 @@ class SimEval:
     seeds: list[int | None] = field(default_factory=list)
     per_episode_success: list[bool] = field(default_factory=list)
     mean_time_to_success_s: float | None = None
+    n_cube_lifted: int | None = None
+    """Episodes that picked the cube up (our sim's grasp diagnostic; None for other envs)."""
+    median_abs_grasp_offset_across_mm: float | None = None
+    """Median distance of the cube's centre across the jaws' closing axis at the close
+    command (our sim; a grasp fails beyond about 5 mm)."""
 
     @property
     def pc_success(self) -> float:
@@ -214,7 +219,16 @@ def load_eval_info(path: Path) -> SimEval:
         seeds=seeds,
         per_episode_success=successes_list,
         mean_time_to_success_s=(sum(tts) / len(tts)) if tts else None,
+        n_cube_lifted=agg["n_cube_lifted"] if isinstance(agg.get("n_cube_lifted"), int) else None,
+        median_abs_grasp_offset_across_mm=_grasp_offset_across(agg.get("median_abs_grasp_offset_mm")),
     )
+
+
+def _grasp_offset_across(value: Any) -> float | None:
+    """The across-the-jaws component of `median_abs_grasp_offset_mm` (closing, across, vertical)."""
+    if isinstance(value, list) and len(value) == 3:
+        return _as_float(value[1])
+    return None
 
 
 def find_eval_infos(root: Path) -> list[SimEval]:
