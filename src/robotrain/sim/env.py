@@ -156,6 +156,7 @@ class SO101PickPlaceEnv(gym.Env):
 
         self._renderer: mujoco.Renderer | None = None
         self._step = 0
+        self._reset_grasp_diagnostics()
         _LIVE_ENVS.add(self)
 
     # --- unit conversion ----------------------------------------------------------
@@ -195,9 +196,7 @@ class SO101PickPlaceEnv(gym.Env):
         d.mocap_pos[self._bowl_mocap] = [bowl_xy[0], bowl_xy[1], 0.0]
         mujoco.mj_forward(m, d)
         self._step = 0
-        self._cube_lifted = False
-        self._gripper_was_open = False
-        self._grasp_offset = np.full(3, np.nan)
+        self._reset_grasp_diagnostics()
         return self._observation(), self._info()
 
     def step(self, action):
@@ -275,6 +274,11 @@ class SO101PickPlaceEnv(gym.Env):
         across = np.cross([0.0, 0.0, 1.0], closing)
         rel = self.cube_pos() - (fixed + moving) / 2
         return np.array([rel @ closing, rel @ across, rel[2]])
+
+    def _reset_grasp_diagnostics(self) -> None:
+        self._cube_lifted = False
+        self._gripper_was_open = False
+        self._grasp_offset = np.full(3, np.nan)
 
     def _note_close_command(self, gripper_target: float) -> None:
         """Record the jaw-frame cube offset at the first close command of the episode."""
