@@ -464,7 +464,7 @@ def _grasp_summary(per_episode: list[dict[str, Any]]) -> dict[str, Any]:
         out["n_cube_lifted"] = sum(bool(e.get("cube_lifted")) for e in per_episode)
     offsets = [e["grasp_offset_mm"] for e in per_episode if e.get("grasp_offset_mm") is not None]
     if offsets:
-        out["median_abs_grasp_offset_mm"] = [float(v) for v in np.median(np.abs(offsets), axis=0)]
+        out["median_abs_grasp_offset_mm"] = [round(float(v), 2) for v in np.median(np.abs(offsets), axis=0)]
     return out
 
 
