@@ -168,3 +168,31 @@ def test_resuming_a_fine_tuned_run_does_not_need_its_parent(tmp_path) -> None:
     config = parse_train_config(["--resume", "--output-dir", str(second), "--steps", "3"], check_paths=False)
     train(config, data=SyntheticSource())
     assert read_metrics(second)[-1]["step"] == 3
+
+
+def test_add_state_noise_touches_only_the_state() -> None:
+    from robotrain.constants import OBS_STATE
+    from robotrain.train import add_state_noise
+
+    state, image = torch.zeros(4000, 6), torch.ones(2, 3, 4, 4)
+    batch = {OBS_STATE: state, "observation.images.front": image, "task": ["t"]}
+    assert add_state_noise(batch, 0.0) is batch
+    torch.manual_seed(0)
+    noisy = add_state_noise(batch, 2.0)
+    assert torch.equal(batch[OBS_STATE], state) and noisy is not batch  # the input is left alone
+    assert noisy["observation.images.front"] is image and noisy["task"] == ["t"]
+    assert noisy[OBS_STATE].std().item() == pytest.approx(2.0, rel=0.03) and abs(noisy[OBS_STATE].mean().item()) < 0.05
+
+
+def test_state_noise_changes_training_and_resumes_exactly(tmp_path) -> None:
+    source = lambda: SyntheticSource(n_episodes=3, length=5, n_val=1)  # noqa: E731
+    clean = run(tmp_path, "--steps", "4", name="clean", source=source())
+    common = ("--state-noise-std", "0.5", "--save-freq", "2")
+    noisy = run(tmp_path, "--steps", "4", *common, name="noisy", source=source())
+    run(tmp_path, "--steps", "2", *common, name="resumed", source=source())
+    resumed = run(tmp_path, "--steps", "4", "--resume", *common, name="resumed", source=source())
+    losses = lambda path: [r["train/loss"] for r in read_metrics(path) if "train/loss" in r]  # noqa: E731
+    assert losses(clean)[1:] != losses(noisy)[1:]
+    assert losses(noisy) == losses(resumed)
+    with pytest.raises(ConfigError, match="--state-noise-std"):
+        parse_train_config(["--policy", "tiny_mlp", "--state-noise-std", "-1"], check_paths=False)

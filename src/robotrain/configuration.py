@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import math
 import functools
 import inspect
 import json
@@ -358,6 +359,12 @@ class TrainConfig:
     """Run directory; default outputs/train/<timestamp>_<policy>."""
     resume: bool = False
     """Continue the run in --output-dir from its `checkpoints/last`."""
+    state_noise_std: float = 0.0
+    """Gaussian noise (joint units, e.g. degrees) added to `observation.state` in every
+    training batch; 0 disables. Why: near the grasp an imitation policy tends to copy its
+    own proprioception, so closed-loop drift goes uncorrected (docs/results.md, session 4;
+    `python -m robotrain.sim.grasp_probe` measures it); a noisy state makes the images carry
+    the position. Offline evaluation and rollouts always see the clean state."""
     init_from: str | None = None
     """Start a new run from this checkpoint's weights (a `checkpoints/<step>` dir or its
     `pretrained_model/`, ours or LeRobot's) instead of a random init: fine-tuning, like
@@ -414,6 +421,8 @@ class TrainConfig:
         for name in ("num_workers", "save_freq", "eval_freq", "keep_last", "eval_max_samples"):
             if getattr(self, name) < 0:
                 raise bad(name.replace("_", "-"), f"must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.state_noise_std) and self.state_noise_std >= 0.0):
+            raise bad("state-noise-std", f"must be a finite number >= 0, got {self.state_noise_std}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise bad("val-fraction", f"must be in [0, 1), got {self.val_fraction}")
         if self.eval_freq > 0 and self.val_fraction == 0.0:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from robotrain import configuration
 from robotrain.checkpoint import Checkpointer, init_weights_from, policy_config_to_lerobot
 from robotrain.configuration import TrainConfig
-from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, ROBOTRAIN_SECTION
+from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.evaluate import batch_to_device, offline_action_error
@@ -401,6 +401,16 @@ def lerobot_train_config(config: TrainConfig, policy: Policy, meta: Any, world: 
 # --- the loop ---------------------------------------------------------------------------------
 
 
+def add_state_noise(batch: dict[str, Any], std: float) -> dict[str, Any]:
+    """`batch` with N(0, std^2) noise on `observation.state` (a new dict; the input is left
+    alone); `batch` itself when std is 0 or it has no state. Drawn from torch's global RNG,
+    which the training seed fixes and checkpoints restore."""
+    state = batch.get(OBS_STATE)
+    if std <= 0.0 or state is None:
+        return batch
+    return {**batch, OBS_STATE: state + std * torch.randn_like(state)}
+
+
 def train(config: TrainConfig, data: DataSource | None = None) -> Path:
     """Train `config.policy_type` on `config.dataset` (or on `data`); returns the run directory."""
     config.validate(check_paths=data is None)
@@ -465,6 +475,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
 
                 t0 = time.perf_counter()
                 batch = batch_to_device(next(batches), rt.device, config.channels_last, device_frames)
+                batch = add_state_noise(batch, config.state_noise_std)
                 t1 = time.perf_counter()
                 try:
                     values = train_step(model, params, batch, optimizer, scheduler,
