@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import math
 import functools
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing

@@ -269,11 +269,7 @@ class SO101PickPlaceEnv(gym.Env):
         fixed->moving pad direction (flattened onto the table), across it horizontally,
         and vertically. Meaningful while the gripper points down, as in a grasp."""
         fixed, moving = (self.data.geom_xpos[g] for g in self._pad_geoms)
-        closing = (moving - fixed) * np.array([1.0, 1.0, 0.0])
-        closing /= max(float(np.linalg.norm(closing)), 1e-9)
-        across = np.cross([0.0, 0.0, 1.0], closing)
-        rel = self.cube_pos() - (fixed + moving) / 2
-        return np.array([rel @ closing, rel @ across, rel[2]])
+        return to_jaw_frame(self.cube_pos() - (fixed + moving) / 2, moving - fixed)
 
     def _reset_grasp_diagnostics(self) -> None:
         self._cube_lifted = False
@@ -309,6 +305,17 @@ class SO101PickPlaceEnv(gym.Env):
         return {"is_success": success, "cube_in_bowl": bool(in_bowl), "arm_touches_cube": touching,
                 "cube_pos": cube, "bowl_pos": bowl, "cube_lifted": self._cube_lifted,
                 "grasp_offset_mm": 1000.0 * self._grasp_offset}
+
+
+def to_jaw_frame(vector: np.ndarray, closing: np.ndarray) -> np.ndarray:
+    """A world vector as (along the jaws' closing direction flattened onto the table, across
+    it horizontally, vertical). `closing` points from the fixed to the moving jaw. The one
+    convention for every grasp offset (the env's diagnostics, `grasp_probe`)."""
+    along = np.asarray(closing, dtype=np.float64) * np.array([1.0, 1.0, 0.0])
+    along /= max(float(np.linalg.norm(along)), 1e-9)
+    across = np.cross([0.0, 0.0, 1.0], along)
+    vector = np.asarray(vector, dtype=np.float64)
+    return np.array([vector @ along, vector @ across, vector[2]])
 
 
 def _make_env(kwargs: dict[str, Any]) -> SO101PickPlaceEnv:

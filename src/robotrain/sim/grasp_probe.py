@@ -32,7 +32,7 @@ import torch
 
 from robotrain.constants import ACTION, OBS_STATE, SO101_TASK, TASK
 from robotrain.errors import ConfigError
-from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv
+from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv, to_jaw_frame
 from robotrain.sim.expert import ARM_DOFS, IKSolver
 
 JOINT_LABELS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
@@ -44,11 +44,7 @@ def _jaw_frame_difference(ik: IKSolver, env: SO101PickPlaceEnv, predicted: np.nd
     frame: (along the closing axis, across it horizontally, vertical), mm."""
     p_expert, rot = ik.forward(env.to_sim_units(expert)[:ARM_DOFS])
     p_pred, _ = ik.forward(env.to_sim_units(predicted)[:ARM_DOFS])
-    closing = rot[:, 0] * np.array([1.0, 1.0, 0.0])  # body x: the jaws' closing direction
-    closing /= max(float(np.linalg.norm(closing)), 1e-9)
-    across = np.cross([0.0, 0.0, 1.0], closing)
-    diff = p_pred - p_expert
-    return 1000.0 * np.array([diff @ closing, diff @ across, diff[2]])
+    return 1000.0 * to_jaw_frame(p_pred - p_expert, rot @ ik.jaw_axis_local)
 
 
 def _first_close(actions: np.ndarray) -> int | None:
