@@ -95,3 +95,10 @@ def test_bad_window_and_cli_output(sim_dataset: Path, tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     assert code == 0 and set(saved["state_sensitivity_mean"]) == set(grasp_probe.JOINT_LABELS)
     assert all(np.isfinite(saved["grasp_bias_mm_mean"]))
+
+
+def test_cli_user_errors_are_one_line(sim_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--checkpoint", str(tmp_path / "missing"), "--dataset", str(sim_dataset), "--episodes", "0"]
+    assert grasp_probe.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("grasp_probe: error:") and "checkpoint directory not found" in err[0]

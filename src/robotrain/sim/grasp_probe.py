@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from robotrain.cli import EXIT_USER_ERROR
 from robotrain.constants import ACTION, OBS_STATE, SO101_TASK, TASK
-from robotrain.errors import ConfigError
+from robotrain.errors import ConfigError, RobotrainError
+from robotrain.io_utils import atomic_write_text
 from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv, to_jaw_frame
 from robotrain.sim.expert import ARM_DOFS, IKSolver
 
@@ -126,24 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=10, help="frames before (and including) the close command")
     parser.add_argument("--output", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-
-    from pathlib import Path
+    try:
+        episodes = [int(e) for e in args.episodes.split(",") if e.strip()]
+    except ValueError:
+        parser.error(f"--episodes must be comma-separated integers, got {args.episodes!r}")
 
     from robotrain.checkpoint import load_policy
     from robotrain.data.dataset import LeRobotDataset
 
     try:
-        episodes = [int(e) for e in args.episodes.split(",") if e.strip()]
-    except ValueError:
-        raise SystemExit(f"--episodes must be comma-separated integers, got {args.episodes!r}") from None
-    ckpt = Path(args.checkpoint)
-    policy = load_policy(ckpt / "pretrained_model" if (ckpt / "pretrained_model").is_dir() else ckpt)
-    size = tuple(policy.features.image_shape[-2:]) if policy.features.camera_keys else None
-    dataset = LeRobotDataset(args.dataset, episodes=episodes, image_size=size, progress=False)
-    result = probe(policy, dataset, args.window)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        ckpt = Path(args.checkpoint)
+        policy = load_policy(ckpt / "pretrained_model" if (ckpt / "pretrained_model").is_dir() else ckpt)
+        size = tuple(policy.features.image_shape[-2:]) if policy.features.camera_keys else None
+        dataset = LeRobotDataset(args.dataset, episodes=episodes, image_size=size, progress=False)
+        text = json.dumps(probe(policy, dataset, args.window), indent=2)
+        if args.output:
+            atomic_write_text(args.output, text + "\n")
+    except RobotrainError as exc:
+        print(f"grasp_probe: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     print(text)
     return 0
 
