@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from robotrain.checkpoint import check_complete
 
 import train_helpers
 from train_helpers import read_metrics
@@ -52,3 +57,36 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, monkeypatc
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-5, atol=1e-6)
     # only rank 0 writes: one metrics line per step
     assert len(b) == 4
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_both_ranks_after_the_same_step_with_one_checkpoint(tmp_path) -> None:
+    # torchrun forwards SIGTERM to its ranks; they agree on the step to stop after (an
+    # all-reduce), rank 0 saves it, and both leave through the barrier: nobody hangs.
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HELPER),
+           *args(run_dir, batch_size=2)]
+    cmd[cmd.index("--steps") + 1] = "10000000"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)  # to torchrun only, as a scheduler would
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stops = re.findall(r"robotrain: stopped: SIGTERM at step (\d+)", err)
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]
+    last = (run_dir / "checkpoints" / "last").resolve()
+    check_complete(last)
+    assert int(last.name) == int(stops[0])

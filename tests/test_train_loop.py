@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from robotrain.checkpoint import check_complete
 from robotrain.configuration import parse_train_config
-from robotrain.errors import ConfigError, TrainingError
+from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.train import train
 
 import train_helpers
@@ -196,3 +203,82 @@ def test_state_noise_changes_training_and_resumes_exactly(tmp_path) -> None:
     assert losses(noisy) == losses(resumed)
     with pytest.raises(ConfigError, match="--state-noise-std"):
         parse_train_config(["--policy", "tiny_mlp", "--state-noise-std", "-1"], check_paths=False)
+
+
+def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatch) -> None:
+    # SIGTERM arrives during step 5 (save-freq 3): the step finishes, 000005 is saved, the run
+    # stops with TrainingStopped, and resuming it gives exactly the uninterrupted run.
+    source = lambda: SyntheticSource(n_episodes=3, length=5, n_val=1)  # noqa: E731
+    common = ("--policy.dropout", "0.3", "--save-freq", "3", "--keep-last", "0")
+    straight = run(tmp_path, "--steps", "8", *common, name="straight", source=source())
+    forward = TinyPolicy.forward
+    calls = {"n": 0}
+
+    def terminated(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, batch)
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(TinyPolicy, "forward", terminated)
+    with pytest.raises(TrainingStopped, match=r"SIGTERM at step 5 of 8; checkpoint .*000005; continue with: "
+                                              r"robotrain train --resume --output-dir "):
+        run(tmp_path, "--steps", "8", *common, name="stopped", source=source())
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the default is back after train()
+    ckpts = tmp_path / "stopped" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["000003", "000005", "last"]
+    assert (ckpts / "last").resolve().name == "000005"
+    monkeypatch.setattr(TinyPolicy, "forward", forward)
+    resumed = run(tmp_path, "--steps", "8", "--resume", *common, name="stopped", source=source())
+    a = [(r["step"], r["train/loss"]) for r in read_metrics(straight) if "train/loss" in r]
+    b = [(r["step"], r["train/loss"]) for r in read_metrics(resumed) if "train/loss" in r]
+    assert a == b and len(a) == 8
+    from safetensors.torch import load_file
+
+    sa = load_file(straight / "checkpoints/last/pretrained_model/model.safetensors")
+    sb = load_file(resumed / "checkpoints/last/pretrained_model/model.safetensors")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_exits_143_with_a_checkpoint(tmp_path) -> None:
+    # What `timeout`, `kill -- -PGID` or a job scheduler does: SIGTERM to the trainer and its
+    # DataLoader workers at once. The run must still save the step it reached and exit 143.
+    run_dir = tmp_path / "run"
+    helper = Path(__file__).with_name("train_helpers.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(helper), "--output-dir", str(run_dir), "--steps", "10000000", "--num-workers", "2",
+         "--batch-size", "2", "--log-freq", "1", "--save-freq", "0", "--eval-freq", "0", "--tensorboard", "false"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == TrainingStopped.exit_code == 143, err[-2000:]
+    assert "robotrain: stopped: SIGTERM at step" in err
+    last = (run_dir / "checkpoints" / "last").resolve()
+    check_complete(last)
+    steps = [r["step"] for r in read_metrics(run_dir) if "train/loss" in r]
+    assert int(last.name) >= steps[-1] >= 3  # the step it reached, not an earlier one
+
+
+def test_cli_reports_a_stopped_run_on_one_line_with_exit_143(monkeypatch, capsys) -> None:
+    import robotrain.train as train_module
+    from robotrain.cli import main
+
+    def stopped(config):
+        raise TrainingStopped("SIGTERM at step 7 of 10; checkpoint RUN/checkpoints/000007; continue with: ...")
+
+    monkeypatch.setattr(train_module, "train", stopped)
+    code = main(["train", "--policy", "tiny_mlp", "--dataset", ".", "--steps", "10"])
+    assert code == 143
+    err = capsys.readouterr().err
+    assert err.startswith("robotrain: stopped: SIGTERM at step 7 of 10") and "Traceback" not in err

@@ -205,12 +205,17 @@ def main(argv: list[str]) -> int:
     import logging
 
     from robotrain.configuration import parse_train_config
+    from robotrain.errors import TrainingStopped
     from robotrain.train import train
 
     logging.basicConfig(level=logging.INFO)
     register()
     config = parse_train_config(["--policy", "tiny_mlp", *argv], check_paths=False)
-    train(config, data=SyntheticSource())
+    try:
+        train(config, data=SyntheticSource())
+    except TrainingStopped as exc:  # as the robotrain CLI reports it
+        print(f"robotrain: stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -37,5 +37,14 @@ class TrainingError(RobotrainError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
+class TrainingStopped(RobotrainError):
+    """Training was asked to stop (SIGTERM: `kill`, a job scheduler's preemption, a time
+    limit) and saved a checkpoint at the step it had reached; `--resume` continues it
+    exactly. Exits with 143 (128 + SIGTERM), the code a shell gives a SIGTERM'd process, so
+    scripts do not mistake a stopped run for a finished one."""
+
+    exit_code = 143
+
+
 class SimulationError(RobotrainError):
     """The simulation cannot be built or rendered (missing assets, no GL context)."""

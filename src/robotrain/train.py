@@ -24,7 +24,9 @@ import math
 import os
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from robotrain.checkpoint import Checkpointer, init_weights_from, policy_config_
 from robotrain.configuration import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
-from robotrain.errors import ConfigError, TrainingError
+from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluate import batch_to_device, offline_action_error
 from robotrain.io_utils import atomic_write_json, atomic_write_text
 from robotrain.optim import make_optimizer, make_scheduler
@@ -133,7 +135,7 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
     skipper, generator = _SkipFirst(sampler), torch.Generator()
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=skipper, num_workers=config.num_workers,
                         drop_last=True, pin_memory=pin_memory, generator=generator,
-                        persistent_workers=config.num_workers > 0)
+                        persistent_workers=config.num_workers > 0, worker_init_fn=_ignore_sigterm)
     epoch, offset = divmod(start_step, per_epoch)
     while True:
         sampler.set_epoch(epoch)
@@ -141,6 +143,14 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
         generator.manual_seed(config.seed + epoch)
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """DataLoader workers outlive a SIGTERM sent to the whole process group, so the trainer
+    can finish its step and save (`StopRequest`); torch would otherwise kill them and raise
+    in the trainer wherever it happens to be. They still exit with the trainer (torch's
+    watchdog ends workers whose parent is gone) and on the loader's normal shutdown."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def load_device_frames(dataset: Dataset, device: torch.device) -> DeviceFrames:
@@ -411,6 +421,43 @@ def add_state_noise(batch: dict[str, Any], std: float) -> dict[str, Any]:
     return {**batch, OBS_STATE: state + std * torch.randn_like(state)}
 
 
+class StopRequest:
+    """Turns SIGTERM into a request to stop after the current step, so the loop can save a
+    checkpoint first instead of dying mid-step and losing everything since the last save.
+
+    Installed only in the main thread (Python delivers signals there; `train` called from
+    another thread keeps the default). DataLoader workers ignore SIGTERM (`_ignore_sigterm`),
+    so one sent to the whole process group (a scheduler, `timeout`, `kill -- -PGID`) leaves
+    them serving batches until the save. With several processes the request is agreed on
+    every step (`agreed`), so all ranks stop after the same step and none waits in a
+    collective."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def agreed(self, rt: Runtime) -> bool:
+        """Whether any process was asked to stop (one tiny all-reduce per step under DDP)."""
+        if not rt.distributed:
+            return self.signum is not None
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0],
+                            device=rt.device if rt.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+
 def train(config: TrainConfig, data: DataSource | None = None) -> Path:
     """Train `config.policy_type` on `config.dataset` (or on `data`); returns the run directory."""
     config.validate(check_paths=data is None)
@@ -465,7 +512,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         # --- the loop ---------------------------------------------------------------------
         interval, step = Interval(), start_step
         policy.train()
-        with progress_bar(rt.is_main, config.steps, start_step) as progress:
+        with StopRequest() as stop, progress_bar(rt.is_main, config.steps, start_step) as progress:
             for step in range(start_step + 1, config.steps + 1):
                 is_log_step = step % config.log_freq == 0 or step == config.steps
                 is_eval_step = val_ds is not None and config.eval_freq > 0 and (
@@ -509,6 +556,14 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
                 interval.start += time.perf_counter() - t_side
                 if progress is not None:
                     progress.update(progress.task_ids[0], completed=step, info=f"loss {values['loss']:.3f}")
+                if step < config.steps and stop.agreed(rt):
+                    if rt.is_main and not is_save_step:  # a save step has just written it
+                        checkpointer.save(step, policy, optimizer, scheduler, stats, train_config)
+                    if rt.distributed:
+                        dist.barrier()  # every rank leaves only once the checkpoint is complete
+                    raise TrainingStopped(f"SIGTERM at step {step} of {config.steps}; checkpoint "
+                                          f"{checkpointer.last()}; continue with: robotrain train --resume "
+                                          f"--output-dir {run_dir}")
         if rt.is_main:
             logger.info("done: %d steps, run dir %s", step, run_dir)
         if rt.distributed:
