@@ -16,6 +16,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_frame_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Frame caches built by tests (CLI subprocesses included) go to a temporary dir, not
+    the user's ~/.cache/robotrain/frames, where they would pile up run after run."""
+    previous = os.environ.get("ROBOTRAIN_CACHE_DIR")
+    os.environ["ROBOTRAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("frame_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ROBOTRAIN_CACHE_DIR", None)
+    else:
+        os.environ["ROBOTRAIN_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def lerobot_fixtures() -> Path:
     """Files written by LeRobot itself (dataset v3.0/v2.1, an ACT checkpoint, a log)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +158,57 @@ def test_concurrent_builders_share_one_build(lerobot_fixtures: Path, tmp_path: P
     for t in threads:
         t.join()
     assert sorted(results) == [False, True]
+
+
+def test_caches_lists_and_prunes_orphaned_stale_broken_and_least_recently_used(lerobot_fixtures: Path,
+                                                                                tmp_path: Path) -> None:
+    from robotrain.data.cache_admin import BROKEN, OK, ORPHANED, STALE, list_caches, prunable, remove
+
+    cache_dir = tmp_path / "caches"
+    kept = writable_copy(lerobot_fixtures / V30, tmp_path / "kept")
+    edited = writable_copy(lerobot_fixtures / V30, tmp_path / "edited")
+    deleted = writable_copy(lerobot_fixtures / V21, tmp_path / "deleted")
+    a, _ = ensure_cache(load_meta(kept), (8, 8), "resize", cache_dir, progress=False)
+    b, _ = ensure_cache(load_meta(kept), (16, 16), "resize", cache_dir, progress=False)
+    c, _ = ensure_cache(load_meta(edited), (8, 8), "resize", cache_dir, progress=False)
+    d, _ = ensure_cache(load_meta(deleted), (8, 8), "resize", cache_dir, progress=False)
+    (cache_dir / "0123456789abcdef01234567").mkdir()  # a cache dir without its marker
+    edit_info(edited, robot_type="koch")  # an edited meta file: a new key
+    shutil.rmtree(deleted)
+    old = time.time() - 3600
+    os.utime(a.path / COMPLETE_MARKER, (old, old))
+    assert find_cache(load_meta(kept), (16, 16), "resize", cache_dir) is not None  # a use stamps it
+    entries = {e.path.name: e for e in list_caches(cache_dir)}
+    assert {n: e.status for n, e in entries.items()} == {
+        a.path.name: OK, b.path.name: OK, c.path.name: STALE, d.path.name: ORPHANED,
+        "0123456789abcdef01234567": BROKEN}
+    assert entries[a.path.name].last_used < entries[b.path.name].last_used
+    assert entries[b.path.name].image_size == (16, 16) and entries[b.path.name].size_bytes == (
+        b.size_bytes + (b.path / COMPLETE_MARKER).stat().st_size)
+    # Without a size limit only what cannot be used again goes; with one, the least recently used next.
+    assert {e.path.name for e in prunable(list(entries.values()))} == {
+        c.path.name, d.path.name, "0123456789abcdef01234567"}
+    doomed = prunable(list(entries.values()), max_size_bytes=entries[b.path.name].size_bytes)
+    assert a.path.name in {e.path.name for e in doomed} and b.path.name not in {e.path.name for e in doomed}
+    freed = remove(doomed, cache_dir)
+    assert freed == sum(e.size_bytes for e in doomed)
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([b.path.name, f".{b.path.name}.lock"])
+    assert find_cache(load_meta(kept), (16, 16), "resize", cache_dir) is not None
+
+
+def test_cli_caches_prune_dry_run_then_prune(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "caches"
+    ds = writable_copy(lerobot_fixtures / V21, tmp_path / "ds")
+    cache, _ = ensure_cache(load_meta(ds), (8, 8), "resize", cache_dir, progress=False)
+    shutil.rmtree(ds)
+    listed = run_cli("dataset", "caches", "--cache-dir", str(cache_dir))
+    assert listed.returncode == 0, listed.stderr
+    assert f"1 frame cache(s) in {cache_dir}" in listed.stdout and "orphaned" in listed.stdout
+    dry = run_cli("dataset", "caches", "--cache-dir", str(cache_dir), "--prune", "--dry-run", "--max-size", "1G")
+    assert dry.returncode == 0 and "would delete 1 cache(s)" in dry.stdout and cache.path.is_dir()
+    pruned = run_cli("dataset", "caches", "--cache-dir", str(cache_dir), "--prune")
+    assert pruned.returncode == 0 and "deleted 1 cache(s), freed" in pruned.stdout and not cache.path.exists()
+    bad = run_cli("dataset", "caches", "--cache-dir", str(cache_dir), "--max-size", "lots")
+    assert bad.returncode == 2 and "expected a size like 20G" in bad.stderr
+    alone = run_cli("dataset", "caches", "--cache-dir", str(cache_dir), "--max-size", "1G")
+    assert alone.returncode == 2 and "go with --prune" in alone.stderr

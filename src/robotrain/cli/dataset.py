@@ -138,6 +138,64 @@ def run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- caches
+def parse_bytes(text: str) -> int:
+    """'20G', '500M', '1.5T' or a plain byte count -> bytes (powers of 1024)."""
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[: len(t) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 20G or 500M, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"size must be >= 0, got {text!r}")
+    return int(value * units[unit])
+
+
+def register_caches(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("caches", help="list the frame caches on disk; --prune deletes those nothing will use again")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache root (default: $ROBOTRAIN_CACHE_DIR or ~/.cache/robotrain/frames)")
+    p.add_argument("--prune", action="store_true",
+                   help="delete caches whose dataset is gone or has changed, unreadable ones and interrupted builds")
+    p.add_argument("--max-size", type=parse_bytes, default=None, metavar="SIZE",
+                   help="with --prune: then delete the least recently used caches until the rest fit in SIZE "
+                        "(e.g. 20G)")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: only say what would be deleted")
+    p.set_defaults(func=run_caches)
+
+
+def run_caches(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from robotrain.data.cache import resolve_cache_dir
+    from robotrain.data.cache_admin import STATUS_HELP, list_caches, prunable, remove
+
+    if (args.max_size is not None or args.dry_run) and not args.prune:
+        raise ConfigError("--max-size and --dry-run go with --prune")
+    root = resolve_cache_dir(args.cache_dir)
+    entries = list_caches(root)
+    print(f"{len(entries)} frame cache(s) in {root}, {_human_bytes(sum(e.size_bytes for e in entries))}")
+    for e in entries:
+        size = "x".join(map(str, e.image_size)) if e.image_size else "native"
+        used = datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")
+        print(f"  {e.path.name}  {_human_bytes(e.size_bytes):>10}  used {used}  {e.status:<8}  {size:>8}  "
+              f"{e.dataset or '-'}")
+    for status in sorted({e.status for e in entries}):
+        print(f"  {status}: {STATUS_HELP[status]}")
+    if not args.prune:
+        return 0
+    doomed = prunable(entries, args.max_size)
+    total = _human_bytes(sum(e.size_bytes for e in doomed))
+    if args.dry_run:
+        print(f"would delete {len(doomed)} cache(s), {total}: {' '.join(e.path.name for e in doomed) or '-'}")
+        return 0
+    freed = remove(doomed, root)
+    print(f"deleted {len(doomed)} cache(s), freed {_human_bytes(freed)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- convert
 def register_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a v2.1 dataset to v3.0 (video stream-copied, every row verified)")
@@ -166,6 +224,7 @@ DATASET_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = 
     register_info,
     register_validate,
     register_cache,
+    register_caches,
     register_convert,
     register_preview,
 )

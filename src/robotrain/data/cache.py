@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -120,7 +121,11 @@ def find_cache(
     _check_args(image_size, resize_mode)
     key = cache_key(meta, image_size, resize_mode)
     path = resolve_cache_dir(cache_dir) / key
-    return _load_complete(path, key, _expected_shapes(meta, image_size))
+    found = _load_complete(path, key, _expected_shapes(meta, image_size))
+    if found is not None:
+        with contextlib.suppress(OSError):  # a read-only cache dir just keeps its old stamp
+            os.utime(path / COMPLETE_MARKER)  # "last used", for `robotrain dataset caches --max-size`
+    return found
 
 
 def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, int]]) -> FrameCache | None:
@@ -141,8 +146,9 @@ def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, 
     return FrameCache(path, shapes)
 
 
-def _remove_dead_builds(cache_dir: Path, key: str) -> None:
-    """Temporary directories of builds whose process is gone (killed) are removed."""
+def remove_dead_builds(cache_dir: Path, key: str) -> None:
+    """Temporary directories of builds whose process is gone (killed) are removed; `key`
+    may be "*" for every key."""
     for tmp in cache_dir.glob(f".{key}.tmp-*"):
         try:
             pid = int((tmp / BUILDER_PID_FILE).read_text())
@@ -213,7 +219,7 @@ def build_cache(
         root_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the cache directory: {exc.strerror}", root_dir) from exc
-    _remove_dead_builds(root_dir, key)
+    remove_dead_builds(root_dir, key)
     total_work = meta.total_frames * len(meta.camera_keys)
     if num_workers is None:
         num_workers = 0 if total_work < _MIN_FRAMES_FOR_POOL else (os.cpu_count() or 1)

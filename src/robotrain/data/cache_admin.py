@@ -1,0 +1,112 @@
+"""List the frame caches on disk and prune the ones nothing will use again.
+
+A cache's key hashes its dataset's files (`cache.cache_key`), so a dataset that is
+re-recorded, edited or deleted leaves its old cache behind for good: each fresh
+40-episode demo dataset, for instance, leaves ~600 MB, and four sessions of that filled a
+250 GB disk here. `robotrain dataset caches` lists every cache with its dataset, size and
+last use; `--prune` deletes the ones whose dataset is gone (orphaned) or has changed
+(stale), the unreadable ones and interrupted builds, and `--max-size` then deletes the
+least recently used until the rest fit.
+
+Deleting a cache is always safe: it is rebuilt from its dataset when next needed, and a
+training that has it memory-mapped keeps reading it (the files live until unmapped).
+
+Example:
+    robotrain dataset caches --prune --max-size 20G --dry-run
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from robotrain.data.cache import COMPLETE_MARKER, cache_key, remove_dead_builds, resolve_cache_dir
+from robotrain.data.format import load_meta
+from robotrain.errors import RobotrainError
+
+OK, STALE, ORPHANED, BROKEN = "ok", "stale", "orphaned", "broken"
+STATUS_HELP = {
+    OK: "its dataset is unchanged",
+    STALE: "its dataset has changed since (a new cache is built for it)",
+    ORPHANED: "its dataset is gone",
+    BROKEN: "no readable complete.json (an old or damaged cache)",
+}
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    size_bytes: int
+    last_used: float
+    """Unix time the cache was last found for a training or eval (its marker's mtime)."""
+    status: str
+    dataset: str | None = None
+    image_size: tuple[int, int] | None = None
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def _status(info: dict, key: str) -> str:
+    dataset = Path(info.get("dataset") or "")
+    if not info.get("dataset") or not dataset.is_dir():
+        return ORPHANED
+    try:
+        size = info.get("image_size")
+        current = cache_key(load_meta(dataset), tuple(size) if size else None, info.get("resize_mode", "resize"))
+    except (RobotrainError, OSError, ValueError, TypeError):
+        return STALE  # the dataset no longer reads as the one this cache was built from
+    return OK if current == key else STALE
+
+
+def list_caches(cache_dir: str | Path | None = None) -> list[CacheEntry]:
+    """Every cache under `cache_dir` (default: $ROBOTRAIN_CACHE_DIR or ~/.cache/...),
+    least recently used first. Builds in progress (hidden temporary dirs) are not listed."""
+    root = resolve_cache_dir(cache_dir)
+    if not root.is_dir():
+        return []
+    entries = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        marker = path / COMPLETE_MARKER
+        try:
+            info = json.loads(marker.read_text())
+            last_used = marker.stat().st_mtime
+        except (OSError, ValueError):
+            entries.append(CacheEntry(path, _size(path), path.stat().st_mtime, BROKEN))
+            continue
+        size = info.get("image_size")
+        entries.append(CacheEntry(path, _size(path), last_used, _status(info, path.name), info.get("dataset"),
+                                  tuple(size) if size else None))
+    return sorted(entries, key=lambda e: e.last_used)
+
+
+def prunable(entries: list[CacheEntry], max_size_bytes: int | None = None) -> list[CacheEntry]:
+    """The entries to delete: every one not OK, then the least recently used OK ones until
+    the OK ones left take at most `max_size_bytes` (None: keep every OK one)."""
+    doomed = [e for e in entries if e.status != OK]
+    if max_size_bytes is not None:
+        kept = sorted((e for e in entries if e.status == OK), key=lambda e: e.last_used)
+        total = sum(e.size_bytes for e in kept)
+        for entry in kept:
+            if total <= max_size_bytes:
+                break
+            doomed.append(entry)
+            total -= entry.size_bytes
+    return doomed
+
+
+def remove(entries: list[CacheEntry], cache_dir: str | Path | None = None) -> int:
+    """Delete `entries` and any interrupted build under the cache dir; returns bytes freed
+    by the entries."""
+    freed = 0
+    for entry in entries:
+        shutil.rmtree(entry.path, ignore_errors=True)
+        (entry.path.parent / f".{entry.path.name}.lock").unlink(missing_ok=True)  # the builders' lock
+        freed += entry.size_bytes
+    root = resolve_cache_dir(cache_dir)
+    if root.is_dir():
+        remove_dead_builds(root, "*")
+    return freed
