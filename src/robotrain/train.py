@@ -434,16 +434,18 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._installed = False
         self._previous: Any = None
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:  # None means a handler set outside Python: the default stands in
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
