@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from robotrain.checkpoint import check_complete
 
 import train_helpers
-from train_helpers import read_metrics
+from train_helpers import read_metrics, wait_for_metrics
 
 HELPER = Path(__file__).with_name("train_helpers.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -74,12 +73,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_after_the_same_step_with_one_check
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        metrics = run_dir / "metrics.jsonl"
-        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "training did not start"
-            time.sleep(0.2)
+        wait_for_metrics(proc, run_dir, lines=3, timeout=180)
         os.kill(proc.pid, signal.SIGTERM)  # to torchrun only, as a scheduler would
         _, err = proc.communicate(timeout=120)
     finally:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.train import train
 
 import train_helpers
-from train_helpers import SyntheticSource, TinyPolicy, read_metrics
+from train_helpers import SyntheticSource, TinyPolicy, read_metrics, wait_for_metrics
 
 TRAIN_KEYS = {"step", "samples", "epoch", "train/loss", "train/l1_loss", "train/grad_norm", "train/lr",
               "train/updt_s", "train/data_s", "train/samples_per_s", "train/peak_mem_mb", "time"}
@@ -65,6 +64,18 @@ def test_keep_last_k_and_last_pointer(tmp_path) -> None:
     assert json.loads((ckpts / "last" / "training_state" / "training_step.json").read_text()) == {"step": 7}
 
 
+def assert_same_run(straight, resumed, steps: int) -> None:
+    """The resumed run logged the same losses and ended with bit-identical weights."""
+    from safetensors.torch import load_file
+
+    a = [(r["step"], r["train/loss"]) for r in read_metrics(straight) if "train/loss" in r]
+    b = [(r["step"], r["train/loss"]) for r in read_metrics(resumed) if "train/loss" in r]
+    assert a == b and len(a) == steps
+    sa = load_file(straight / "checkpoints/last/pretrained_model/model.safetensors")
+    sb = load_file(resumed / "checkpoints/last/pretrained_model/model.safetensors")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
     # Dropout on, so the RNG state must be restored too; 2 train episodes x 5 frames = 10 frames,
     # 5 batches per epoch: the 6 steps cross an epoch boundary after the resume point.
@@ -73,14 +84,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path) -> None:
     straight = run(tmp_path, "--steps", "6", *common, name="straight", source=source())
     run(tmp_path, "--steps", "3", *common, name="resumed", source=source())
     resumed = run(tmp_path, "--steps", "6", "--resume", *common, name="resumed", source=source())
-    a = [(r["step"], r["train/loss"]) for r in read_metrics(straight) if "train/loss" in r]
-    b = [(r["step"], r["train/loss"]) for r in read_metrics(resumed) if "train/loss" in r]
-    assert a == b and len(a) == 6
-    from safetensors.torch import load_file
-
-    sa = load_file(straight / "checkpoints/last/pretrained_model/model.safetensors")
-    sb = load_file(resumed / "checkpoints/last/pretrained_model/model.safetensors")
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert_same_run(straight, resumed, steps=6)
 
 
 def test_resume_drops_metrics_after_the_checkpoint_and_torn_lines(tmp_path) -> None:
@@ -231,14 +235,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatc
     assert (ckpts / "last").resolve().name == "000005"
     monkeypatch.setattr(TinyPolicy, "forward", forward)
     resumed = run(tmp_path, "--steps", "8", "--resume", *common, name="stopped", source=source())
-    a = [(r["step"], r["train/loss"]) for r in read_metrics(straight) if "train/loss" in r]
-    b = [(r["step"], r["train/loss"]) for r in read_metrics(resumed) if "train/loss" in r]
-    assert a == b and len(a) == 8
-    from safetensors.torch import load_file
-
-    sa = load_file(straight / "checkpoints/last/pretrained_model/model.safetensors")
-    sb = load_file(resumed / "checkpoints/last/pretrained_model/model.safetensors")
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert_same_run(straight, resumed, steps=8)
 
 
 def test_sigterm_to_the_process_group_with_loader_workers_exits_143_with_a_checkpoint(tmp_path) -> None:
@@ -251,12 +248,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_exits_143_with_a_check
          "--batch-size", "2", "--log-freq", "1", "--save-freq", "0", "--eval-freq", "0", "--tensorboard", "false"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        metrics = run_dir / "metrics.jsonl"
-        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "training did not start"
-            time.sleep(0.2)
+        wait_for_metrics(proc, run_dir, lines=3)
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:

@@ -200,6 +200,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
+def wait_for_metrics(proc: Any, run_dir: Path, lines: int, timeout: float = 120) -> None:
+    """Block until the training subprocess `proc` has written `lines` metrics lines; fail
+    with its stderr if it exits first, or after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    metrics = Path(run_dir) / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= lines):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+
+
 def main(argv: list[str]) -> int:
     """`robotrain train` on SyntheticSource (flags as for the real command, no --dataset)."""
     import logging
