@@ -153,13 +153,11 @@ def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0,
     import torch
 
     from robotrain.checkpoint import load_policy
-    from robotrain.constants import PRETRAINED_MODEL_DIR
     from robotrain.rollout import evaluate_in_sim
 
-    pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(pretrained, device=device, overrides=overrides)
+    policy = load_policy(checkpoint, device=device, overrides=overrides)  # a step dir or its pretrained_model/
     if render_size is None and policy.features.camera_keys:
         render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
     env_kwargs = {"image_size": render_size} if render_size else None

@@ -26,7 +26,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from robotrain.data.dataset import LeRobotDataset
 
     try:
-        ckpt = Path(args.checkpoint)
-        policy = load_policy(ckpt / "pretrained_model" if (ckpt / "pretrained_model").is_dir() else ckpt)
+        policy = load_policy(args.checkpoint)  # a step dir or its pretrained_model/
         size = tuple(policy.features.image_shape[-2:]) if policy.features.camera_keys else None
         dataset = LeRobotDataset(args.dataset, episodes=episodes, image_size=size, progress=False)
         text = json.dumps(probe(policy, dataset, args.window), indent=2)
