@@ -212,3 +212,25 @@ def test_cli_caches_prune_dry_run_then_prune(lerobot_fixtures: Path, tmp_path: P
     assert bad.returncode == 2 and "expected a size like 20G" in bad.stderr
     alone = run_cli("dataset", "caches", "--cache-dir", str(cache_dir), "--max-size", "1G")
     assert alone.returncode == 2 and "go with --prune" in alone.stderr
+
+
+@pytest.mark.parametrize("mode", ["resize", "pad"])
+def test_cache_at_native_size_copies_frames_exactly(mode: str) -> None:
+    from robotrain.data.video import resize_uint8
+
+    frames = np.random.default_rng(0).integers(0, 256, (5, 12, 16, 3), dtype=np.uint8)
+    out = resize_uint8(frames, (12, 16), mode)
+    assert out.dtype == np.uint8 and out.shape == (5, 3, 12, 16)
+    np.testing.assert_array_equal(out, frames.transpose(0, 3, 1, 2))
+    assert resize_uint8(frames, (6, 8), mode).shape == (5, 3, 6, 8)  # a real resize still happens
+
+
+def test_decode_workers_run_one_torch_thread_each() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        cache_mod._init_decode_worker()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -163,6 +163,15 @@ def remove_dead_builds(cache_dir: Path, key: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _init_decode_worker() -> None:
+    """Pool initializer: one torch thread per worker. The pool already runs one process per
+    core; torch's default of one intra-op thread per core in *each* worker would put N^2
+    threads on N cores (256 on a 16-core machine) for the resize/convert of every batch."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _decode_task(task: tuple) -> tuple[int, str | None, str | None]:
     """Worker: decode one episode of one camera into rows [row0, row0+n) of the .npy."""
     npy, row0, video, times, native, image_size, mode, threads = task
@@ -272,7 +281,7 @@ def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool,
                 handle(_decode_task(task))
             return
         ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/arrow threads
-        with ctx.Pool(min(num_workers, len(tasks))) as pool:
+        with ctx.Pool(min(num_workers, len(tasks)), initializer=_init_decode_worker) as pool:
             for result in pool.imap_unordered(_decode_task, tasks):
                 handle(result)
 
