@@ -77,6 +77,32 @@ def test_cube_and_bowl_stay_in_documented_ranges(env):
         assert scene.BOWL_Y_RANGE[0] <= by <= scene.BOWL_Y_RANGE[1]
 
 
+def test_cube_margin_widens_only_the_cube_placement():
+    """Same seed, same draws: a margin stretches the cube's x/y range and leaves the cube's
+    yaw, the bowl and the arm's start as they were; beyond the old range some of the time."""
+    plain = SO101PickPlaceEnv(render=False)
+    wide = SO101PickPlaceEnv(render=False, cube_margin=0.02)
+    outside = 0
+    try:
+        for seed in range(40):
+            _, a = plain.reset(seed=seed)
+            _, b = wide.reset(seed=seed)
+            np.testing.assert_allclose(a["bowl_pos"], b["bowl_pos"])
+            np.testing.assert_allclose(plain.cube_yaw(), wide.cube_yaw())
+            np.testing.assert_array_equal(plain.joint_positions(), wide.joint_positions())
+            x, y, _ = b["cube_pos"]
+            assert scene.CUBE_X_RANGE[0] - 0.02 <= x <= scene.CUBE_X_RANGE[1] + 0.02
+            assert scene.CUBE_Y_RANGE[0] - 0.02 <= y <= scene.CUBE_Y_RANGE[1] + 0.02
+            outside += not (scene.CUBE_X_RANGE[0] <= x <= scene.CUBE_X_RANGE[1]
+                            and scene.CUBE_Y_RANGE[0] <= y <= scene.CUBE_Y_RANGE[1])
+    finally:
+        plain.close()
+        wide.close()
+    assert outside >= 5  # ~49% of a 14 x 14 cm square lies outside the 10 x 10 cm one
+    with pytest.raises(ConfigError, match="cube_margin"):
+        SO101PickPlaceEnv(render=False, cube_margin=-0.01)
+
+
 def test_truncates_after_max_steps():
     e = SO101PickPlaceEnv(render=False, max_episode_steps=3)
     obs, _ = e.reset(seed=0)

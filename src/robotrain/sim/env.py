@@ -113,8 +113,15 @@ class SO101PickPlaceEnv(gym.Env):
         terminate_on_success: bool = True,
         visual_cell: float = scene.DEFAULT_VISUAL_CELL,
         render_mode: str | None = "rgb_array",
+        cube_margin: float = 0.0,
     ) -> None:
+        """`cube_margin` (m) widens the cube's x and y sampling ranges by that much on every
+        side. For recording only: demonstrations that reach past the evaluated workspace put
+        its edges inside the training data (a cloned policy regresses towards the middle of
+        what it saw, so placements at the very edge are where it misses). Evaluation uses 0."""
         height, width = (int(v) for v in image_size)
+        if not 0.0 <= cube_margin <= 0.05:
+            raise ConfigError(f"cube_margin must be in [0, 0.05] m, got {cube_margin}")
         if height < 16 or width < 16:
             raise ConfigError(f"image_size must be at least 16x16, got {height}x{width}")
         unknown = [c for c in cameras if c not in scene.CAMERAS]
@@ -128,6 +135,7 @@ class SO101PickPlaceEnv(gym.Env):
         self.max_episode_steps = int(max_episode_steps)
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
+        self.cube_margin = float(cube_margin)
 
         self.model = scene.build_model(scene.SceneConfig(height=height, width=width, visual_cell=visual_cell))
         self.data = mujoco.MjData(self.model)
@@ -183,7 +191,8 @@ class SO101PickPlaceEnv(gym.Env):
         q = self.to_sim_units(home)
         d.qpos[self._qpos_adr] = q
         d.ctrl[self._act_ids] = q
-        cube_xy = np.array([rng.uniform(*scene.CUBE_X_RANGE), rng.uniform(*scene.CUBE_Y_RANGE)])
+        (x_lo, x_hi), (y_lo, y_hi), margin = scene.CUBE_X_RANGE, scene.CUBE_Y_RANGE, self.cube_margin
+        cube_xy = np.array([rng.uniform(x_lo - margin, x_hi + margin), rng.uniform(y_lo - margin, y_hi + margin)])
         yaw = np.deg2rad(rng.uniform(*scene.CUBE_YAW_RANGE_DEG))
         bowl_xy = np.array([rng.uniform(*scene.BOWL_X_RANGE), rng.uniform(*scene.BOWL_Y_RANGE)])
         if options:

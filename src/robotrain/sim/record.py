@@ -60,8 +60,13 @@ class RecordConfig:
     # DART: execute the expert's actions plus smooth noise of this std (degrees, arm joints)
     # but store the clean actions, so the data shows recoveries (expert.ExecutionNoise).
     action_noise_deg: float = 0.0
+    # Widen the cube's placement range by this much on every side (SO101PickPlaceEnv's
+    # cube_margin), so the evaluated workspace's edges lie inside the demonstrations.
+    cube_margin_mm: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.cube_margin_mm <= 50.0:
+            raise ConfigError(f"--cube-margin-mm must be in [0, 50], got {self.cube_margin_mm}")
         if self.action_noise_deg < 0:
             raise ConfigError(f"--action-noise must be >= 0, got {self.action_noise_deg}")
         if self.episodes < 1:
@@ -87,11 +92,11 @@ class RecordResult:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(height: int, width: int, max_steps: int, frame_dir: str) -> None:
+def _worker_init(height: int, width: int, max_steps: int, frame_dir: str, cube_margin_mm: float = 0.0) -> None:
     from robotrain.sim.env import SO101PickPlaceEnv
 
     _WORKER["env"] = SO101PickPlaceEnv(image_size=(height, width), max_episode_steps=max_steps,
-                                       terminate_on_success=False)
+                                       terminate_on_success=False, cube_margin=cube_margin_mm / 1000.0)
     _WORKER["dir"] = Path(frame_dir)
 
 
@@ -140,7 +145,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                            action_names=SO101_JOINT_NAMES, camera_shapes=camera_shapes, codec=cfg.codec,
                            overwrite=overwrite)
     bar = _progress(progress, cfg.episodes)
-    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir))
+    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir), cfg.cube_margin_mm)
     try:
         with _executor(workers, init_args) as pool, bar:
             task = bar.add_task("recording", total=cfg.episodes, discarded=0)
@@ -245,7 +250,7 @@ def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list
 Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
 ({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
 {len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
-{_noise_sentence(cfg.action_noise_deg)}
+{_noise_sentence(cfg.action_noise_deg)}{_margin_sentence(cfg.cube_margin_mm)}
 ## Units
 {UNITS_NOTE}
 To train on this data and run on a real SO-101, set `use_degrees=True` on the follower.
@@ -260,6 +265,13 @@ def _noise_sentence(action_noise_deg: float) -> str:
     return (f"Recorded with execution noise (DART): the arm executed each action plus smooth noise of "
             f"std {action_noise_deg:g} deg on the five arm joints; `action` holds the expert's clean "
             f"actions, `observation.state` the perturbed states.\n")
+
+
+def _margin_sentence(cube_margin_mm: float) -> str:
+    if cube_margin_mm <= 0:
+        return ""
+    return (f"Cube placements were drawn from a range {cube_margin_mm:g} mm wider on every side than "
+            f"the evaluation's (`--cube-margin-mm`), so the evaluated workspace's edges are inside the data.\n")
 
 
 def record_summary(result: RecordResult) -> str:
