@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import REPO_ROOT, run_cli
 
 
 def test_record_tiny_dataset_and_read_back(tmp_path):
@@ -72,3 +78,50 @@ def test_video_writes_mp4(tmp_path):
         s = c.streams.video[0]
         assert (s.codec_context.width, s.codec_context.height) == (128, 48)  # two cameras side by side
         assert s.codec_context.name == "h264"
+
+
+def test_sigterm_to_the_process_group_removes_partial_dataset_and_frames(tmp_path):
+    """What `timeout` or a scheduler does: SIGTERM to the recorder and its render workers.
+    It must exit 143 and leave neither a half-written dataset nor frames in /dev/shm."""
+    from robotrain.sim.record import FRAME_DIR_PREFIX, SHM
+
+    out = tmp_path / "ds"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"), MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robotrain", "sim", "record", "--episodes", "500", "--out", str(out), "--size", "32x32",
+         "--workers", "2", "--codec", "libx264", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    mine = f"{FRAME_DIR_PREFIX}{proc.pid}-*"
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob(".ds.tmp-*")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(4)  # some episodes in flight and written
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert list(SHM.glob(mine)) + list(tmp_path.glob("." + mine))  # its frames exist while recording
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "robotrain: stopped: SIGTERM: recording stopped; nothing was written" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".ds.tmp-*"))
+    assert not list(SHM.glob(mine)) and not list(tmp_path.glob("." + mine))
+
+
+def test_frames_of_killed_recorders_are_removed_and_live_ones_kept(tmp_path):
+    from robotrain.sim.record import FRAME_DIR_PREFIX, remove_dead_frame_dirs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    dead = tmp_path / f"{FRAME_DIR_PREFIX}{gone.pid}-abc"
+    dead_hidden = tmp_path / f".{FRAME_DIR_PREFIX}{gone.pid}-def"
+    live = tmp_path / f"{FRAME_DIR_PREFIX}{os.getpid()}-ghi"
+    legacy = tmp_path / f"{FRAME_DIR_PREFIX}xyz123"  # an old name without a pid: left alone
+    for d in (dead, dead_hidden, live, legacy):
+        d.mkdir()
+        (d / "0_front.npy").write_bytes(b"x")
+    removed = remove_dead_frame_dirs(tmp_path, tmp_path / "missing")
+    assert sorted(removed) == sorted([dead, dead_hidden])
+    assert live.is_dir() and legacy.is_dir() and not dead.exists() and not dead_hidden.exists()

@@ -37,13 +37,22 @@ class TrainingError(RobotrainError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
-class TrainingStopped(RobotrainError):
-    """Training was asked to stop (SIGTERM: `kill`, a job scheduler's preemption, a time
-    limit) and saved a checkpoint at the step it had reached; `--resume` continues it
-    exactly. Exits with 143 (128 + SIGTERM), the code a shell gives a SIGTERM'd process, so
-    scripts do not mistake a stopped run for a finished one."""
+class Stopped(RobotrainError):
+    """A command was asked to stop (SIGTERM: `kill`, a job scheduler's preemption, a time
+    limit) and left things in a clean state. Exits with 143 (128 + SIGTERM), the code a
+    shell gives a SIGTERM'd process, so scripts do not mistake it for a finished run."""
 
     exit_code = 143
+
+
+class TrainingStopped(Stopped):
+    """Training stopped on SIGTERM after saving a checkpoint at the step it had reached;
+    `--resume` continues it exactly."""
+
+
+class RecordingStopped(Stopped):
+    """`sim record` stopped on SIGTERM: the half-written dataset and the temporary frames
+    were removed, nothing else was touched."""
 
 
 class SimulationError(RobotrainError):

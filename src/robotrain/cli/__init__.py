@@ -18,7 +18,7 @@ import logging
 import sys
 
 from robotrain import __version__
-from robotrain.errors import RobotrainError, TrainingStopped
+from robotrain.errors import RobotrainError, Stopped
 
 # Subcommand modules, in the order `robotrain --help` lists them. A module that does not
 # exist yet is skipped, so the CLI works while features land one by one.
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR if args.command is None else 0
     try:
         return int(args.func(args) or 0)
-    except TrainingStopped as exc:
+    except Stopped as exc:
         print(f"robotrain: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except RobotrainError as exc:

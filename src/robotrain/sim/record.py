@@ -22,7 +22,9 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS, SO101_JOINT_NAMES, SO101_ROBOT_TYPE, SO101_TASK
-from robotrain.errors import ConfigError, SimulationError
+from robotrain.errors import ConfigError, RecordingStopped, SimulationError
 from robotrain.io_utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -114,13 +116,78 @@ def _worker_episode(seed: int, only_successful: bool, action_noise_deg: float = 
     return out
 
 
+FRAME_DIR_PREFIX = "robotrain-frames-"  # + "<recorder pid>-<random>"; hidden (leading ".") beside the output
+SHM = Path("/dev/shm")
+
+
 def _frame_tmpdir(near: Path) -> Path:
-    """RAM-backed /dev/shm when it has room for a few episodes, else beside the output."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and shutil.disk_usage(shm).free > 4 * 1024**3:
-        return Path(tempfile.mkdtemp(prefix="robotrain-frames-", dir=shm))
+    """RAM-backed /dev/shm when it has room for a few episodes, else beside the output.
+    The name carries our pid so a later recording can tell a dead recorder's leftovers."""
+    prefix = f"{FRAME_DIR_PREFIX}{os.getpid()}-"
+    if SHM.is_dir() and shutil.disk_usage(SHM).free > 4 * 1024**3:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=SHM))
     near.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".robotrain-frames-", dir=near))
+    return Path(tempfile.mkdtemp(prefix="." + prefix, dir=near))
+
+
+def remove_dead_frame_dirs(*roots: Path) -> list[Path]:
+    """Delete frame directories left by recorders that were killed (SIGKILL, a crash) in
+    `roots`; they can hold gigabytes, in RAM when under /dev/shm. Returns what was removed."""
+    removed = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in [*root.glob(FRAME_DIR_PREFIX + "*"), *root.glob("." + FRAME_DIR_PREFIX + "*")]:
+            pid_text = path.name.lstrip(".").removeprefix(FRAME_DIR_PREFIX).split("-", 1)[0]
+            if not pid_text.isdigit():
+                continue  # an older name without a pid: cannot tell whether it is in use
+            try:
+                os.kill(int(pid_text), 0)
+                continue  # still recording
+            except ProcessLookupError:
+                pass
+            except OSError:  # e.g. another user's live process
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            log.info("removed frames left by a killed recording: %s", path)
+    return removed
+
+
+class _SigtermStopsRecording:
+    """SIGTERM raises RecordingStopped in the main thread, so record_dataset's cleanup
+    deletes the half-written dataset and the temporary frames (the default action would kill
+    the process and leave both, the frames possibly in RAM under /dev/shm). Once cleanup has
+    begun (`cleaning`), a SIGTERM is only noted, so it cannot cut the cleanup short; a
+    SIGTERM to the whole process group may also surface first as a dead worker pool, which
+    `stopped_error` turns into the same RecordingStopped."""
+
+    MESSAGE = "SIGTERM: recording stopped; nothing was written"
+
+    def __init__(self) -> None:
+        self.received = False
+        self.cleaning = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _SigtermStopsRecording:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        if not self.cleaning:
+            self.cleaning = True
+            raise RecordingStopped(self.MESSAGE)
+
+    def stopped_error(self) -> RecordingStopped | None:
+        return RecordingStopped(self.MESSAGE) if self.received else None
 
 
 # --- main side -----------------------------------------------------------------------------
@@ -138,6 +205,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
     max_attempts = 2 * cfg.episodes + 10
     cameras = ("front", "wrist")
     camera_shapes = {OBS_IMAGES_PREFIX + c: (cfg.height, cfg.width) for c in cameras}
+    remove_dead_frame_dirs(SHM, out.parent)
     frame_dir = _frame_tmpdir(out.parent)
     t0 = time.perf_counter()
     recorded, frames, discarded, seeds = 0, 0, [], []
@@ -146,49 +214,57 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                            overwrite=overwrite)
     bar = _progress(progress, cfg.episodes)
     init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir), cfg.cube_margin_mm)
+    stop = _SigtermStopsRecording()
     try:
-        with _executor(workers, init_args) as pool, bar:
-            task = bar.add_task("recording", total=cfg.episodes, discarded=0)
-            pending: collections.deque[cf.Future] = collections.deque()
-            next_seed = cfg.seed
-            while recorded < cfg.episodes:
-                # Keep the pool busy with exactly as many seeds as still needed (plus spares
-                # once failures appear); results are consumed in seed order.
-                while len(pending) < max(workers, cfg.episodes - recorded) and len(pending) < 2 * workers:
-                    if next_seed - cfg.seed >= max_attempts:
-                        break
-                    pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful, cfg.action_noise_deg))
-                    next_seed += 1
-                if not pending:
-                    raise SimulationError(f"the expert failed {len(discarded)} of {max_attempts} episodes; "
-                                          f"only {recorded} recorded (seeds {discarded[:10]}...)")
-                ep = pending.popleft().result()
-                if not ep["success"] and cfg.only_successful:
-                    discarded.append(ep["seed"])
-                    bar.update(task, discarded=len(discarded))
-                    log.info("seed %d: expert failed, episode discarded", ep["seed"])
-                    continue
-                if recorded >= cfg.episodes:
-                    continue
-                images = {k: np.load(p, mmap_mode="r") for k, p in ep["images"].items()}
-                writer.add_episode(SO101_TASK, ep["state"], ep["action"], images)
-                del images
-                for p in ep["images"].values():
-                    Path(p).unlink(missing_ok=True)
-                recorded += 1
-                seeds.append(ep["seed"])
-                frames += len(ep["action"])
-                bar.update(task, advance=1)
-            for f in pending:
-                f.cancel()
-        writer.finalize()
-    except BaseException:
+        with stop:
+            with _executor(workers, init_args) as pool, bar:
+                task = bar.add_task("recording", total=cfg.episodes, discarded=0)
+                pending: collections.deque[cf.Future] = collections.deque()
+                next_seed = cfg.seed
+                while recorded < cfg.episodes:
+                    # Keep the pool busy with exactly as many seeds as still needed (plus spares
+                    # once failures appear); results are consumed in seed order.
+                    while len(pending) < max(workers, cfg.episodes - recorded) and len(pending) < 2 * workers:
+                        if next_seed - cfg.seed >= max_attempts:
+                            break
+                        pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful,
+                                                   cfg.action_noise_deg))
+                        next_seed += 1
+                    if not pending:
+                        raise SimulationError(f"the expert failed {len(discarded)} of {max_attempts} episodes; "
+                                              f"only {recorded} recorded (seeds {discarded[:10]}...)")
+                    ep = pending.popleft().result()
+                    if not ep["success"] and cfg.only_successful:
+                        discarded.append(ep["seed"])
+                        bar.update(task, discarded=len(discarded))
+                        log.info("seed %d: expert failed, episode discarded", ep["seed"])
+                        continue
+                    if recorded >= cfg.episodes:
+                        continue
+                    images = {k: np.load(p, mmap_mode="r") for k, p in ep["images"].items()}
+                    writer.add_episode(SO101_TASK, ep["state"], ep["action"], images)
+                    del images
+                    for p in ep["images"].values():
+                        Path(p).unlink(missing_ok=True)
+                    recorded += 1
+                    seeds.append(ep["seed"])
+                    frames += len(ep["action"])
+                    bar.update(task, advance=1)
+                for f in pending:
+                    f.cancel()
+            stop.cleaning = True  # a SIGTERM from here on is noted only: the dataset gets completed
+            writer.finalize()
+            _write_docs(out, cfg, seeds, discarded)
+    except BaseException as exc:
+        stop.cleaning = True
         writer.abort()
+        stopped = stop.stopped_error()
+        if stopped is not None and not isinstance(exc, RecordingStopped):
+            raise stopped from exc
         raise
     finally:
         shutil.rmtree(frame_dir, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    _write_docs(out, cfg, seeds, discarded)
     return RecordResult(out, recorded, len(discarded), seeds, discarded, frames, seconds)
 
 
