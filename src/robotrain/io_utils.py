@@ -16,6 +16,18 @@ from typing import Any
 from robotrain.errors import RobotrainError
 
 
+def process_exists(pid: int) -> bool:
+    """Whether process `pid` is running (also when it belongs to another user): how a
+    leftover temporary file tells a live owner from a killed one."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _raise_disk_error(exc: OSError, path: Path) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise RobotrainError("no space left on device; nothing was overwritten", path) from exc

@@ -36,7 +36,7 @@ from robotrain.constants import TIMESTAMP
 from robotrain.data.format import DatasetMeta, load_frame_table
 from robotrain.data.video import DEFAULT_TOLERANCE_S, RESIZE_MODES, iter_frames_at, padded_size, resize_uint8
 from robotrain.errors import ConfigError, DatasetError, RobotrainError
-from robotrain.io_utils import atomic_directory, atomic_write_json
+from robotrain.io_utils import atomic_directory, atomic_write_json, process_exists
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,13 @@ def remove_dead_builds(cache_dir: Path, key: str) -> None:
     may be "*" for every key."""
     for tmp in cache_dir.glob(f".{key}.tmp-*"):
         try:
-            pid = int((tmp / BUILDER_PID_FILE).read_text())
-            os.kill(pid, 0)
-            continue  # still building
-        except ProcessLookupError:
-            pass
+            pid: int | None = int((tmp / BUILDER_PID_FILE).read_text())
         except (OSError, ValueError):
-            if time.time() - tmp.stat().st_mtime < 3600:
-                continue
+            pid = None  # no pid yet (a build just starting) or unreadable: judge by age
+        if pid is not None and process_exists(pid):
+            continue  # still building
+        if pid is None and time.time() - tmp.stat().st_mtime < 3600:
+            continue
         log.info("removing interrupted frame cache build %s", tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 

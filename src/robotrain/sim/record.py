@@ -34,7 +34,7 @@ import numpy as np
 
 from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS, SO101_JOINT_NAMES, SO101_ROBOT_TYPE, SO101_TASK
 from robotrain.errors import ConfigError, RecordingStopped, SimulationError
-from robotrain.io_utils import atomic_write_json, atomic_write_text
+from robotrain.io_utils import atomic_write_json, atomic_write_text, process_exists
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +139,8 @@ def remove_dead_frame_dirs(*roots: Path) -> list[Path]:
             continue
         for path in [*root.glob(FRAME_DIR_PREFIX + "*"), *root.glob("." + FRAME_DIR_PREFIX + "*")]:
             pid_text = path.name.lstrip(".").removeprefix(FRAME_DIR_PREFIX).split("-", 1)[0]
-            if not pid_text.isdigit():
-                continue  # an older name without a pid: cannot tell whether it is in use
-            try:
-                os.kill(int(pid_text), 0)
-                continue  # still recording
-            except ProcessLookupError:
-                pass
-            except OSError:  # e.g. another user's live process
-                continue
+            if not pid_text.isdigit() or process_exists(int(pid_text)):
+                continue  # still recording, or an older name without a pid: may be in use
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
             log.info("removed frames left by a killed recording: %s", path)
