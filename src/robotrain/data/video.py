@@ -199,7 +199,7 @@ def resize_images(images: torch.Tensor, size: tuple[int, int] | None, mode: str 
 def resize_uint8(frames_hwc: np.ndarray, size: tuple[int, int] | None, mode: str = "resize") -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, 3, h, w) uint8 at `size` (None keeps the native size)."""
     x = torch.from_numpy(np.ascontiguousarray(frames_hwc)).permute(0, 3, 1, 2)
-    if size is None or (tuple(size) == tuple(x.shape[-2:])):  # no resize, no padding: skip the float round trip
+    if size is None or tuple(size) == tuple(x.shape[-2:]):  # no resize, no padding: no float round trip
         return x.contiguous().numpy()
     y = resize_images(x.float(), size, mode)
     return y.round_().clamp_(0, 255).to(torch.uint8).numpy()

@@ -117,8 +117,8 @@ class SO101PickPlaceEnv(gym.Env):
     ) -> None:
         """`cube_margin` (m) widens the cube's x and y sampling ranges by that much on every
         side. For recording only: demonstrations that reach past the evaluated workspace put
-        its edges inside the training data (a cloned policy regresses towards the middle of
-        what it saw, so placements at the very edge are where it misses). Evaluation uses 0."""
+        its edges inside the training data, where cloned policies missed most without them
+        (docs/sim.md). Evaluation uses 0."""
         height, width = (int(v) for v in image_size)
         if not 0.0 <= cube_margin <= 0.05:
             raise ConfigError(f"cube_margin must be in [0, 0.05] m, got {cube_margin}")
