@@ -26,7 +26,6 @@ import random
 import resource
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from robotrain.evaluate import batch_to_device, offline_action_error
 from robotrain.io_utils import atomic_write_json, atomic_write_text
 from robotrain.optim import make_optimizer, make_scheduler
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
+from robotrain.signals import SigtermHandler
 
 logger = logging.getLogger(__name__)
 
@@ -421,33 +421,21 @@ def add_state_noise(batch: dict[str, Any], std: float) -> dict[str, Any]:
     return {**batch, OBS_STATE: state + std * torch.randn_like(state)}
 
 
-class StopRequest:
+class StopRequest(SigtermHandler):
     """Turns SIGTERM into a request to stop after the current step, so the loop can save a
     checkpoint first instead of dying mid-step and losing everything since the last save.
 
-    Installed only in the main thread (Python delivers signals there; `train` called from
-    another thread keeps the default). DataLoader workers ignore SIGTERM (`_ignore_sigterm`),
-    so one sent to the whole process group (a scheduler, `timeout`, `kill -- -PGID`) leaves
-    them serving batches until the save. With several processes the request is agreed on
-    every step (`agreed`), so all ranks stop after the same step and none waits in a
-    collective."""
+    Installed only in the main thread (`train` called from another thread keeps the
+    default). DataLoader workers ignore SIGTERM (`_ignore_sigterm`), so one sent to the
+    whole process group (a scheduler, `timeout`, `kill -- -PGID`) leaves them serving
+    batches until the save. With several processes the request is agreed on every step
+    (`agreed`), so all ranks stop after the same step and none waits in a collective."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.signum: int | None = None
-        self._installed = False
-        self._previous: Any = None
 
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:  # None means a handler set outside Python: the default stands in
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-
-    def _handle(self, signum: int, frame: Any) -> None:
+    def on_sigterm(self, signum: int) -> None:
         self.signum = signum
 
     def agreed(self, rt: Runtime) -> bool:

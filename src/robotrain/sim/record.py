@@ -22,9 +22,7 @@ import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS, SO101_JOINT_NAMES, SO101_ROBOT_TYPE, SO101_TASK
 from robotrain.errors import ConfigError, RecordingStopped, SimulationError
 from robotrain.io_utils import atomic_write_json, atomic_write_text, process_exists
+from robotrain.signals import SigtermHandler
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ def remove_dead_frame_dirs(*roots: Path) -> list[Path]:
     return removed
 
 
-class _SigtermStopsRecording:
+class _SigtermStopsRecording(SigtermHandler):
     """SIGTERM raises RecordingStopped in the main thread, so record_dataset's cleanup
     deletes the half-written dataset and the temporary frames (the default action would kill
     the process and leave both, the frames possibly in RAM under /dev/shm). Once cleanup has
@@ -158,22 +157,11 @@ class _SigtermStopsRecording:
     MESSAGE = "SIGTERM: recording stopped; nothing was written"
 
     def __init__(self) -> None:
+        super().__init__()
         self.received = False
         self.cleaning = False
-        self._previous: Any = None
-        self._installed = False
 
-    def __enter__(self) -> _SigtermStopsRecording:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-
-    def _handle(self, signum: int, frame: Any) -> None:
+    def on_sigterm(self, signum: int) -> None:
         self.received = True
         if not self.cleaning:
             self.cleaning = True
