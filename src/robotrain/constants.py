@@ -58,6 +58,9 @@ SO101_JOINT_NAMES = (
 SO101_ROBOT_TYPE = "so101_follower"
 SO101_TASK = "Pick up the cube and place it in the bowl"
 SO101_FPS = 30
+# Widest cube-placement margin the sim accepts (m): `sim record --cube-margin-mm` and the
+# env's `cube_margin` check against this one bound.
+SIM_MAX_CUBE_MARGIN_M = 0.05
 
 # --- checkpoint layout (LeRobot's, see shared docs §6) ------------------------------
 CHECKPOINTS_DIR = "checkpoints"

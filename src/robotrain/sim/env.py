@@ -51,7 +51,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from robotrain.constants import OBS_IMAGES_PREFIX, OBS_STATE, SO101_FPS  # noqa: E402
+from robotrain.constants import OBS_IMAGES_PREFIX, OBS_STATE, SIM_MAX_CUBE_MARGIN_M, SO101_FPS  # noqa: E402
 from robotrain.errors import ConfigError, SimulationError  # noqa: E402
 from robotrain.sim import scene  # noqa: E402
 
@@ -120,8 +120,8 @@ class SO101PickPlaceEnv(gym.Env):
         its edges inside the training data, where cloned policies missed most without them
         (docs/sim.md). Evaluation uses 0."""
         height, width = (int(v) for v in image_size)
-        if not 0.0 <= cube_margin <= 0.05:
-            raise ConfigError(f"cube_margin must be in [0, 0.05] m, got {cube_margin}")
+        if not 0.0 <= cube_margin <= SIM_MAX_CUBE_MARGIN_M:
+            raise ConfigError(f"cube_margin must be in [0, {SIM_MAX_CUBE_MARGIN_M:g}] m, got {cube_margin}")
         if height < 16 or width < 16:
             raise ConfigError(f"image_size must be at least 16x16, got {height}x{width}")
         unknown = [c for c in cameras if c not in scene.CAMERAS]

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS, SO101_JOINT_NAMES, SO101_ROBOT_TYPE, SO101_TASK
+from robotrain.constants import (
+    OBS_IMAGES_PREFIX,
+    SIM_MAX_CUBE_MARGIN_M,
+    SO101_FPS,
+    SO101_JOINT_NAMES,
+    SO101_ROBOT_TYPE,
+    SO101_TASK,
+)
 from robotrain.errors import ConfigError, RecordingStopped, SimulationError
 from robotrain.io_utils import atomic_write_json, atomic_write_text, process_exists
 from robotrain.signals import SigtermHandler
@@ -66,8 +73,9 @@ class RecordConfig:
     cube_margin_mm: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.cube_margin_mm <= 50.0:
-            raise ConfigError(f"--cube-margin-mm must be in [0, 50], got {self.cube_margin_mm}")
+        max_mm = 1000.0 * SIM_MAX_CUBE_MARGIN_M  # the env's bound, checked here before any worker starts
+        if not 0.0 <= self.cube_margin_mm <= max_mm:
+            raise ConfigError(f"--cube-margin-mm must be in [0, {max_mm:g}], got {self.cube_margin_mm}")
         if self.action_noise_deg < 0:
             raise ConfigError(f"--action-noise must be >= 0, got {self.action_noise_deg}")
         if self.episodes < 1:
