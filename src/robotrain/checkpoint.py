@@ -270,7 +270,7 @@ def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Te
     policy.load_state_dict(dict(state), strict=True)
 
 
-def _pretrained_dir(path: str | Path) -> Path:
+def find_pretrained_dir(path: str | Path) -> Path:
     """`path` itself, or its `pretrained_model/` when given a step dir or `last`."""
     path = Path(path)
     if not path.is_dir():
@@ -286,7 +286,7 @@ def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
     schedule start fresh. The architecture must match exactly; a different policy type or
     any missing, extra or mis-shaped weight is a CheckpointError naming them.
     """
-    pretrained_dir = _pretrained_dir(checkpoint)
+    pretrained_dir = find_pretrained_dir(checkpoint)
     config_json = _read_json(pretrained_dir / CONFIG_JSON)
     kind = config_json.get("type") if isinstance(config_json, dict) else None
     if kind != policy.name:
@@ -306,7 +306,7 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
 
     Example: `policy = load_policy("outputs/train/run/checkpoints/last/pretrained_model")`.
     """
-    pretrained_dir = _pretrained_dir(pretrained_dir)
+    pretrained_dir = find_pretrained_dir(pretrained_dir)
     config_json = _read_json(pretrained_dir / CONFIG_JSON)
     if not isinstance(config_json, dict) or "type" not in config_json:
         raise CheckpointError("config.json has no policy 'type'", pretrained_dir / CONFIG_JSON)

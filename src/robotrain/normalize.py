@@ -93,6 +93,21 @@ class Normalizer(nn.Module):
             return (x + 1) / 2 * (hi - lo + self.eps) + lo
         return x
 
+    def affine(self, key: str) -> tuple[Tensor, Tensor]:
+        """`(offset, scale)` in float64 with `normalize(key, x) == (x - offset) / scale`.
+
+        Every mode is an affine map, which is what lets a layer reading or writing normalised
+        values be re-expressed exactly in other statistics (see `robotrain.averaging`).
+        """
+        mode = self.modes.get(key, IDENTITY)
+        if mode == MEAN_STD:
+            return self._stat(key, "mean").double(), self._stat(key, "std").double() + self.eps
+        if mode == MIN_MAX:
+            lo, hi = self._stat(key, "min").double(), self._stat(key, "max").double()
+            half_range = (hi - lo + self.eps) / 2
+            return lo + half_range, half_range
+        raise ConfigError(f"feature {key!r} is not normalised here (mode {mode}): it has no affine map")
+
     def normalize_batch(self, batch: Mapping[str, object]) -> dict[str, object]:
         """A shallow copy of `batch` with every known tensor feature normalised."""
         out = dict(batch)

@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES = (
     "robotrain.cli.sim",
     "robotrain.cli.train",
     "robotrain.cli.eval",
+    "robotrain.cli.checkpoint",
     "robotrain.cli.report",
 )
 

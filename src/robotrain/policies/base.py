@@ -119,6 +119,17 @@ class Policy(nn.Module):
         fps = self.features.fps
         return {"action": [i / fps for i in range(self.config.chunk_size)]}
 
+    def normalized_io_layers(self) -> tuple[dict[str, str], dict[str, str]] | None:
+        """Where normalised low-dimensional features meet the weights, for re-expressing the
+        weights in other normalisation statistics (`robotrain.averaging`).
+
+        Returns `(inputs, outputs)`: each maps the state-dict prefix of an `nn.Linear` to the
+        feature key whose normalised values it reads (inputs) or writes (outputs), and together
+        they must be the only places those features touch the weights. None (the default)
+        means the policy cannot be re-expressed exactly.
+        """
+        return None
+
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups for AdamW (e.g. ACT's separate backbone lr)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]

@@ -427,6 +427,19 @@ class ACTPolicy(Policy):
         h, w = self.model.backbone.output_hw(*self.image_hw)
         return self.model.n_1d_tokens + len(self.camera_keys) * h * w
 
+    def normalized_io_layers(self) -> tuple[dict[str, str], dict[str, str]]:
+        """State and action touch ACT's weights only through these Linear layers (the
+        VAE encoder's are used in training only), so a checkpoint re-expressed there in
+        other statistics predicts the same actions."""
+        inputs: dict[str, str] = {}
+        if self.model.use_state:
+            inputs["model.encoder_robot_state_input_proj"] = OBS_STATE
+            if self.config.use_vae:
+                inputs["model.vae_encoder_robot_state_input_proj"] = OBS_STATE
+        if self.config.use_vae:
+            inputs["model.vae_encoder_action_input_proj"] = ACTION
+        return inputs, {"model.action_head": ACTION}
+
     # --- batch preparation -------------------------------------------------------------
 
     def _images(self, batch: Batch) -> Tensor:
