@@ -7,14 +7,8 @@ in the interior of the workspace and T at its far edge; their 50/50 average succ
 
 Checkpoints trained on different datasets normalise state and action with different
 statistics, so their weights live in different coordinates and averaging them raw mixes
-units. Every normalisation mode is affine, and a policy whose low-dimensional features
-touch the weights only through Linear layers (`Policy.normalized_io_layers`, e.g. ACT) can
-absorb a change of statistics into those layers exactly: each checkpoint is first
-re-expressed in the reference's statistics (the first checkpoint; its predictions do not
-change beyond float rounding), then the weights are averaged. Images must use the same
-statistics in every checkpoint (they pass through convolutions and batch norms, which are
-not re-expressed). Only inference is exactly preserved: the training loss, measured in
-normalised units, is not.
+units. Each checkpoint is first re-expressed exactly in the reference's statistics (the
+first checkpoint's; `robotrain.reexpress`), then the weights are averaged.
 
 Example:
     robotrain checkpoint average runs/T/checkpoints/last runs/S/checkpoints/last --out soup
@@ -29,7 +23,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -37,8 +30,9 @@ from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_po
 from robotrain.constants import PRETRAINED_MODEL_DIR
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.io_utils import atomic_directory
-from robotrain.normalize import IDENTITY, Normalizer
+from robotrain.normalize import Normalizer
 from robotrain.policies.base import Policy
+from robotrain.reexpress import reexpress_state_dict
 
 # Written beside the averaged model: where it came from (the sources, weights, reference).
 AVERAGE_JSON = "robotrain_average.json"
@@ -50,63 +44,6 @@ class AverageResult:
     sources: list[Path]
     weights: list[float]
     reexpressed: list[list[str]]  # per source, the features whose statistics it was converted from
-
-
-def _same_stats(a: Normalizer, b: Normalizer, key: str) -> bool:
-    if a.modes.get(key, IDENTITY) != b.modes.get(key, IDENTITY):
-        return False
-    if a.modes.get(key, IDENTITY) == IDENTITY:
-        return True
-    a_off, a_scale = a.affine(key)
-    b_off, b_scale = b.affine(key)
-    return torch.equal(a_off, b_off) and torch.equal(a_scale, b_scale)
-
-
-def reexpress_state_dict(policy: Policy, target: Normalizer) -> tuple[dict[str, Tensor], list[str]]:
-    """`policy`'s weights (floats as float64) rewritten to read and write features normalised with
-    `target`'s statistics instead of its own, and the features that needed it.
-
-    For an input layer `y = W n_s + b` with `n_s = (x - o_s) / s_s` and `x = n_t s_t + o_t`:
-    `W' = W diag(s_t / s_s)`, `b' = b + W (o_t - o_s) / s_s`. For an output layer writing
-    `n_s`: `W' = diag(s_s / s_t) W`, `b' = (b s_s + o_s - o_t) / s_t`.
-    """
-    source: Normalizer = policy.normalizer  # type: ignore[assignment]
-    state = {k: v.detach().double() if v.is_floating_point() else v.detach().clone()
-             for k, v in policy.state_dict().items()}
-    io = policy.normalized_io_layers()
-    converted: set[str] = set()
-    layer_features = set() if io is None else set(io[0].values()) | set(io[1].values())
-    for key in sorted(set(source.modes) | set(target.modes)):
-        if _same_stats(source, target, key):
-            continue
-        if io is None:
-            raise CheckpointError(
-                f"the {policy.name} checkpoints normalise {key!r} with different statistics, and a "
-                f"{policy.name} policy cannot be re-expressed in other statistics; average only "
-                "checkpoints trained with the same dataset statistics")
-        if key not in layer_features:
-            raise CheckpointError(
-                f"the checkpoints normalise {key!r} with different statistics; only "
-                f"{sorted(layer_features)} can be re-expressed (image statistics must be equal)")
-        if IDENTITY in (source.modes.get(key, IDENTITY), target.modes.get(key, IDENTITY)):
-            raise CheckpointError(f"{key!r} is normalised in one checkpoint and not in the other")
-        converted.add(key)
-    if not converted:
-        return state, []
-    inputs, outputs = io  # type: ignore[misc]
-    for prefix, key in inputs.items():
-        if key in converted:
-            (o_s, s_s), (o_t, s_t) = source.affine(key), target.affine(key)
-            weight = state[f"{prefix}.weight"]
-            state[f"{prefix}.bias"] = state[f"{prefix}.bias"] + weight @ ((o_t - o_s) / s_s).flatten()
-            state[f"{prefix}.weight"] = weight * (s_t / s_s).flatten()[None, :]
-    for prefix, key in outputs.items():
-        if key in converted:
-            (o_s, s_s), (o_t, s_t) = source.affine(key), target.affine(key)
-            o_s, s_s, o_t, s_t = (t.flatten() for t in (o_s, s_s, o_t, s_t))
-            state[f"{prefix}.weight"] = (s_s / s_t)[:, None] * state[f"{prefix}.weight"]
-            state[f"{prefix}.bias"] = (state[f"{prefix}.bias"] * s_s + o_s - o_t) / s_t
-    return state, sorted(converted)
 
 
 def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:

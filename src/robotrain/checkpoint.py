@@ -55,10 +55,11 @@ from robotrain.constants import (
     TRAINING_STATE_DIR,
     is_image_key,
 )
-from robotrain.errors import CheckpointError, ConfigError
+from robotrain.errors import CheckpointError, ConfigError, RobotrainError
 from robotrain.io_utils import atomic_directory, atomic_path
 from robotrain.normalize import unflatten_stats
 from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
+from robotrain.reexpress import io_features, reexpress_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +286,11 @@ def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
     trained on (as lerobot-train does with `--policy.path`), and the optimizer and lr
     schedule start fresh. The architecture must match exactly; a different policy type or
     any missing, extra or mis-shaped weight is a CheckpointError naming them.
+
+    Unlike lerobot-train, a policy that supports it (ACT) has its state/action layers
+    re-expressed in the new statistics (`robotrain.reexpress`), so fine-tuning starts from
+    exactly the checkpoint's actions instead of ones shifted by the change of statistics.
+    A checkpoint whose statistics cannot be read is copied as it is, with a warning.
     """
     pretrained_dir = find_pretrained_dir(checkpoint)
     config_json = _read_json(pretrained_dir / CONFIG_JSON)
@@ -294,6 +300,24 @@ def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
                               pretrained_dir / CONFIG_JSON)
     load_state_dict_strict(policy, _read_safetensors(pretrained_dir / MODEL_SAFETENSORS),
                            pretrained_dir / MODEL_SAFETENSORS)
+    _reexpress_in_own_stats(policy, pretrained_dir)
+
+
+def _reexpress_in_own_stats(policy: Policy, pretrained_dir: Path) -> None:
+    """Rewrite `policy`'s freshly copied weights from the checkpoint's statistics into its own."""
+    features = io_features(policy)
+    if not features:
+        return
+    try:
+        source = load_policy(pretrained_dir)
+        state, converted = reexpress_state_dict(source, policy.normalizer, keys=features)  # type: ignore[arg-type]
+    except RobotrainError as exc:
+        logger.warning("weights copied without re-expressing them in this dataset's statistics: %s", exc)
+        return
+    if converted:
+        own = policy.state_dict()
+        policy.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+        logger.info("--init-from weights re-expressed in this dataset's statistics of %s", ", ".join(converted))
 
 
 def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",

@@ -1,4 +1,5 @@
-"""`robotrain checkpoint average`: weights averaged in one normalisation, ACT re-expressed exactly."""
+"""Weights re-expressed in other normalisation statistics (ACT, exactly), used by
+`robotrain checkpoint average` and by `--init-from`."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from act_testutils import batch, features, single_thread, stats, tiny_config  # 
 from conftest import run_cli
 from safetensors.torch import load_file
 
-from robotrain.averaging import AVERAGE_JSON, average_checkpoints, reexpress_state_dict
-from robotrain.checkpoint import load_policy, save_pretrained
+from robotrain.averaging import AVERAGE_JSON, average_checkpoints
+from robotrain.checkpoint import PREPROCESSOR_STATS, init_weights_from, load_policy, save_pretrained
 from robotrain.constants import ACTION, OBS_STATE
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.normalize import Normalizer
 from robotrain.policies.act.model import ACTPolicy
+from robotrain.reexpress import reexpress_state_dict
 
 
 def _stats_b() -> dict:
@@ -143,3 +145,22 @@ def test_a_policy_without_io_layers_averages_only_equal_statistics() -> None:
     assert converted == []
     with pytest.raises(CheckpointError, match="cannot be re-expressed"):
         reexpress_state_dict(policy, SmolVLAPolicy(cfg, vla_features(), vla_stats(1)).normalizer)
+
+
+def test_init_from_starts_from_the_checkpoints_actions_in_the_new_statistics(tmp_path: Path) -> None:
+    source = _save(tmp_path, 0, stats())
+    torch.manual_seed(5)
+    fresh = ACTPolicy(tiny_config(), features(), _stats_b()).eval()
+    init_weights_from(fresh, source)
+    torch.testing.assert_close(_chunk(fresh), _chunk(load_policy(source)), rtol=1e-5, atol=1e-5)
+
+
+def test_init_from_without_readable_statistics_copies_the_weights(tmp_path: Path, caplog) -> None:
+    source = _save(tmp_path, 0, stats())
+    (source / "pretrained_model" / PREPROCESSOR_STATS).unlink()
+    fresh = ACTPolicy(tiny_config(), features(), _stats_b())
+    with caplog.at_level("WARNING"):
+        init_weights_from(fresh, source)
+    assert "without re-expressing" in caplog.text
+    weights = load_file(str(source / "pretrained_model" / "model.safetensors"))
+    assert all(torch.equal(fresh.state_dict()[k], weights[k]) for k in weights)
