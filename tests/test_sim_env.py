@@ -103,6 +103,32 @@ def test_cube_margin_widens_only_the_cube_placement():
         SO101PickPlaceEnv(render=False, cube_margin=-0.01)
 
 
+def test_cube_yaw_margin_widens_only_the_cube_yaw():
+    """Same seed, same draws: the yaw range stretches from +-30 to +-40 deg; the cube's
+    position, the bowl and the arm's start stay as they were."""
+    plain = SO101PickPlaceEnv(render=False)
+    wide = SO101PickPlaceEnv(render=False, cube_yaw_margin_deg=10)
+    beyond = 0
+    try:
+        for seed in range(40):
+            _, a = plain.reset(seed=seed)
+            _, b = wide.reset(seed=seed)
+            np.testing.assert_allclose(a["bowl_pos"], b["bowl_pos"])
+            np.testing.assert_allclose(a["cube_pos"], b["cube_pos"], atol=1e-6)
+            np.testing.assert_array_equal(plain.joint_positions(), wide.joint_positions())
+            yaw_plain, yaw_wide = np.degrees(plain.cube_yaw()), np.degrees(wide.cube_yaw())
+            assert abs(yaw_wide) <= 40 + 1e-6
+            np.testing.assert_allclose(yaw_wide, yaw_plain * 40 / 30, atol=1e-3)  # one uniform draw, rescaled
+            beyond += abs(yaw_wide) > 30
+    finally:
+        plain.close()
+        wide.close()
+    assert beyond >= 5  # a quarter of the widened range lies beyond +-30 deg
+    for bad in (-1.0, 16.0):
+        with pytest.raises(ConfigError, match="cube_yaw_margin_deg"):
+            SO101PickPlaceEnv(render=False, cube_yaw_margin_deg=bad)
+
+
 def test_truncates_after_max_steps():
     e = SO101PickPlaceEnv(render=False, max_episode_steps=3)
     obs, _ = e.reset(seed=0)

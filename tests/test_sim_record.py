@@ -48,12 +48,15 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     pytest.importorskip("robotrain.data.writer", reason="needs the dataset writer (branch data-write)")
     from robotrain.sim.record import RecordConfig, record_dataset
 
-    cfg = RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264", cube_margin_mm=20)
+    cfg = RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264", cube_margin_mm=20,
+                       cube_yaw_margin_deg=5)
     res = record_dataset(tmp_path / "ds", cfg, workers=2, progress=False)
     assert res.recorded == 2 and res.discarded == 0
     meta = json.loads((tmp_path / "ds" / "meta" / "robotrain_sim.json").read_text())
     assert meta["recorded_episodes"] == 2 and meta["episode_seeds"] == [5, 6] == res.episode_seeds
-    assert meta["config"]["cube_margin_mm"] == 20 and "20 mm wider" in (tmp_path / "ds" / "README.md").read_text()
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert meta["config"]["cube_margin_mm"] == 20 and "20 mm wider" in card
+    assert meta["config"]["cube_yaw_margin_deg"] == 5 and "5 deg wider" in card
 
 
 def test_record_rejects_bad_flags(tmp_path):
@@ -63,6 +66,8 @@ def test_record_rejects_bad_flags(tmp_path):
     assert res.returncode == 2 and "--episodes" in res.stderr
     res = run_cli("sim", "record", "--episodes", "1", "--out", str(tmp_path / "x"), "--cube-margin-mm", "-5")
     assert res.returncode == 2 and "--cube-margin-mm" in res.stderr
+    res = run_cli("sim", "record", "--episodes", "1", "--out", str(tmp_path / "x"), "--cube-yaw-margin-deg", "20")
+    assert res.returncode == 2 and "--cube-yaw-margin-deg" in res.stderr
     (tmp_path / "exists").mkdir()
     res = run_cli("sim", "record", "--episodes", "1", "--out", str(tmp_path / "exists"))
     assert res.returncode == 2 and "already exists" in res.stderr

@@ -61,6 +61,9 @@ SO101_FPS = 30
 # Widest cube-placement margin the sim accepts (m): `sim record --cube-margin-mm` and the
 # env's `cube_margin` check against this one bound.
 SIM_MAX_CUBE_MARGIN_M = 0.05
+# Widest cube-yaw margin (deg): the +-30 deg yaw range widened by at most 15 deg stays within
+# +-45 deg, where the expert grasps across the same pair of faces.
+SIM_MAX_CUBE_YAW_MARGIN_DEG = 15.0
 
 # --- checkpoint layout (LeRobot's, see shared docs §6) ------------------------------
 CHECKPOINTS_DIR = "checkpoints"

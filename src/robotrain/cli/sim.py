@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--cube-margin-mm", type=float, default=0.0, metavar="MM",
                      help="draw cube placements from a range this much wider on every side than the "
                           "evaluation's, so its edges are inside the data (default 0)")
+    rec.add_argument("--cube-yaw-margin-deg", type=float, default=0.0, metavar="DEG",
+                     help="draw the cube's yaw from a range this much wider on each side than the "
+                          "evaluation's +-30 deg (at most 15; default 0)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     
@@ -57,7 +60,8 @@ def run_record(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     cfg = RecordConfig(episodes=args.episodes, height=h, width=w, seed=args.seed, max_steps=args.max_steps,
                        only_successful=not args.keep_failures, codec=args.codec,
-                       action_noise_deg=args.action_noise, cube_margin_mm=args.cube_margin_mm)
+                       action_noise_deg=args.action_noise, cube_margin_mm=args.cube_margin_mm,
+                       cube_yaw_margin_deg=args.cube_yaw_margin_deg)
     result = record_dataset(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                             progress=not args.no_progress)
     print(record_summary(result))

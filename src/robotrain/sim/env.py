@@ -51,7 +51,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from robotrain.constants import OBS_IMAGES_PREFIX, OBS_STATE, SIM_MAX_CUBE_MARGIN_M, SO101_FPS  # noqa: E402
+from robotrain.constants import OBS_IMAGES_PREFIX, OBS_STATE, SIM_MAX_CUBE_MARGIN_M, SIM_MAX_CUBE_YAW_MARGIN_DEG, SO101_FPS  # noqa: E402
 from robotrain.errors import ConfigError, SimulationError  # noqa: E402
 from robotrain.sim import scene  # noqa: E402
 
@@ -114,14 +114,18 @@ class SO101PickPlaceEnv(gym.Env):
         visual_cell: float = scene.DEFAULT_VISUAL_CELL,
         render_mode: str | None = "rgb_array",
         cube_margin: float = 0.0,
+        cube_yaw_margin_deg: float = 0.0,
     ) -> None:
         """`cube_margin` (m) widens the cube's x and y sampling ranges by that much on every
-        side. For recording only: demonstrations that reach past the evaluated workspace put
-        its edges inside the training data, where cloned policies missed most without them
-        (docs/sim.md). Evaluation uses 0."""
+        side, `cube_yaw_margin_deg` its yaw range. For recording only: demonstrations that
+        reach past the evaluated placements put their edges inside the training data, where
+        cloned policies missed most without them (docs/sim.md). Evaluation uses 0."""
         height, width = (int(v) for v in image_size)
         if not 0.0 <= cube_margin <= SIM_MAX_CUBE_MARGIN_M:
             raise ConfigError(f"cube_margin must be in [0, {SIM_MAX_CUBE_MARGIN_M:g}] m, got {cube_margin}")
+        if not 0.0 <= cube_yaw_margin_deg <= SIM_MAX_CUBE_YAW_MARGIN_DEG:
+            raise ConfigError(f"cube_yaw_margin_deg must be in [0, {SIM_MAX_CUBE_YAW_MARGIN_DEG:g}], "
+                              f"got {cube_yaw_margin_deg}")
         if height < 16 or width < 16:
             raise ConfigError(f"image_size must be at least 16x16, got {height}x{width}")
         unknown = [c for c in cameras if c not in scene.CAMERAS]
@@ -136,6 +140,7 @@ class SO101PickPlaceEnv(gym.Env):
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
         self.cube_margin = float(cube_margin)
+        self.cube_yaw_margin_deg = float(cube_yaw_margin_deg)
 
         self.model = scene.build_model(scene.SceneConfig(height=height, width=width, visual_cell=visual_cell))
         self.data = mujoco.MjData(self.model)
@@ -193,7 +198,8 @@ class SO101PickPlaceEnv(gym.Env):
         d.ctrl[self._act_ids] = q
         (x_lo, x_hi), (y_lo, y_hi), margin = scene.CUBE_X_RANGE, scene.CUBE_Y_RANGE, self.cube_margin
         cube_xy = np.array([rng.uniform(x_lo - margin, x_hi + margin), rng.uniform(y_lo - margin, y_hi + margin)])
-        yaw = np.deg2rad(rng.uniform(*scene.CUBE_YAW_RANGE_DEG))
+        (yaw_lo, yaw_hi), yaw_margin = scene.CUBE_YAW_RANGE_DEG, self.cube_yaw_margin_deg
+        yaw = np.deg2rad(rng.uniform(yaw_lo - yaw_margin, yaw_hi + yaw_margin))
         bowl_xy = np.array([rng.uniform(*scene.BOWL_X_RANGE), rng.uniform(*scene.BOWL_Y_RANGE)])
         if options:
             cube_xy = np.asarray(options.get("cube_xy", cube_xy), dtype=np.float64)

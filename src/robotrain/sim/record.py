@@ -33,6 +33,7 @@ import numpy as np
 from robotrain.constants import (
     OBS_IMAGES_PREFIX,
     SIM_MAX_CUBE_MARGIN_M,
+    SIM_MAX_CUBE_YAW_MARGIN_DEG,
     SO101_FPS,
     SO101_JOINT_NAMES,
     SO101_ROBOT_TYPE,
@@ -71,11 +72,16 @@ class RecordConfig:
     # Widen the cube's placement range by this much on every side (SO101PickPlaceEnv's
     # cube_margin), so the evaluated workspace's edges lie inside the demonstrations.
     cube_margin_mm: float = 0.0
+    # Widen the cube's yaw range the same way (SO101PickPlaceEnv's cube_yaw_margin_deg).
+    cube_yaw_margin_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        max_mm = 1000.0 * SIM_MAX_CUBE_MARGIN_M  # the env's bound, checked here before any worker starts
+        max_mm = 1000.0 * SIM_MAX_CUBE_MARGIN_M  # the env's bounds, checked here before any worker starts
         if not 0.0 <= self.cube_margin_mm <= max_mm:
             raise ConfigError(f"--cube-margin-mm must be in [0, {max_mm:g}], got {self.cube_margin_mm}")
+        if not 0.0 <= self.cube_yaw_margin_deg <= SIM_MAX_CUBE_YAW_MARGIN_DEG:
+            raise ConfigError(f"--cube-yaw-margin-deg must be in [0, {SIM_MAX_CUBE_YAW_MARGIN_DEG:g}], "
+                              f"got {self.cube_yaw_margin_deg}")
         if self.action_noise_deg < 0:
             raise ConfigError(f"--action-noise must be >= 0, got {self.action_noise_deg}")
         if self.episodes < 1:
@@ -101,11 +107,13 @@ class RecordResult:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(height: int, width: int, max_steps: int, frame_dir: str, cube_margin_mm: float = 0.0) -> None:
+def _worker_init(height: int, width: int, max_steps: int, frame_dir: str, cube_margin_mm: float = 0.0,
+                 cube_yaw_margin_deg: float = 0.0) -> None:
     from robotrain.sim.env import SO101PickPlaceEnv
 
     _WORKER["env"] = SO101PickPlaceEnv(image_size=(height, width), max_episode_steps=max_steps,
-                                       terminate_on_success=False, cube_margin=cube_margin_mm / 1000.0)
+                                       terminate_on_success=False, cube_margin=cube_margin_mm / 1000.0,
+                                       cube_yaw_margin_deg=cube_yaw_margin_deg)
     _WORKER["dir"] = Path(frame_dir)
 
 
@@ -202,7 +210,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                            action_names=SO101_JOINT_NAMES, camera_shapes=camera_shapes, codec=cfg.codec,
                            overwrite=overwrite)
     bar = _progress(progress, cfg.episodes)
-    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir), cfg.cube_margin_mm)
+    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir), cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)
     stop = _SigtermStopsRecording()
     try:
         with stop:
@@ -315,7 +323,7 @@ def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list
 Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
 ({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
 {len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
-{_noise_sentence(cfg.action_noise_deg)}{_margin_sentence(cfg.cube_margin_mm)}
+{_noise_sentence(cfg.action_noise_deg)}{_margin_sentence(cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)}
 ## Units
 {UNITS_NOTE}
 To train on this data and run on a real SO-101, set `use_degrees=True` on the follower.
@@ -332,11 +340,16 @@ def _noise_sentence(action_noise_deg: float) -> str:
             f"actions, `observation.state` the perturbed states.\n")
 
 
-def _margin_sentence(cube_margin_mm: float) -> str:
-    if cube_margin_mm <= 0:
+def _margin_sentence(cube_margin_mm: float, cube_yaw_margin_deg: float = 0.0) -> str:
+    wider = []
+    if cube_margin_mm > 0:
+        wider.append(f"positions from a range {cube_margin_mm:g} mm wider on every side (`--cube-margin-mm`)")
+    if cube_yaw_margin_deg > 0:
+        wider.append(f"yaws from a range {cube_yaw_margin_deg:g} deg wider on each side (`--cube-yaw-margin-deg`)")
+    if not wider:
         return ""
-    return (f"Cube placements were drawn from a range {cube_margin_mm:g} mm wider on every side than "
-            f"the evaluation's (`--cube-margin-mm`), so the evaluated workspace's edges are inside the data.\n")
+    return (f"Cube {' and '.join(wider)} than the evaluation's, so the evaluated placements' edges "
+            "are inside the data.\n")
 
 
 def record_summary(result: RecordResult) -> str:
