@@ -317,7 +317,7 @@ def _reexpress_in_own_stats(policy: Policy, pretrained_dir: Path) -> None:
     if converted:
         own = policy.state_dict()
         policy.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-        logger.info("--init-from weights re-expressed in this dataset's statistics of %s", ", ".join(converted))
+        logger.info("--init-from weights re-expressed in this dataset's statistics (%s)", ", ".join(converted))
 
 
 def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
