@@ -74,6 +74,25 @@ def test_execution_noise_perturbs_states_but_keeps_clean_labels(env):
         run_episode(env, 3, action_noise_deg=-1.0)
 
 
+def test_wrist_roll_noise_turns_the_jaws_during_the_approach_only(env):
+    """Roll DART: clean labels; the state's wrist_roll goes off the plan while the arm
+    approaches and is back on it at the grasp, which still succeeds."""
+    clean, noisy = run_episode(env, 3), run_episode(env, 3, wrist_roll_noise_deg=12.0)
+    expert = ScriptedExpert(env)
+    env.reset(seed=3)
+    expert.reset(env, np.random.default_rng([3, 7]))
+    hover, close = (int(expert.waypoint_time(i) * 30) for i in (2, 4))
+    n = min(len(clean["action"]), len(noisy["action"]))
+    np.testing.assert_array_equal(clean["action"][:n], noisy["action"][:n])
+    roll_off = np.abs(noisy["state"][:n, 4] - clean["state"][:n, 4])
+    assert roll_off[:hover].max() > 5.0  # degrees off the plan during the approach
+    assert roll_off[close] < 1.0  # faded out before the jaws close
+    np.testing.assert_allclose(noisy["state"][:hover, :4], clean["state"][:hover, :4], atol=0.5)  # roll only
+    assert noisy["success"]
+    with pytest.raises(ValueError, match="wrist_roll_noise_deg"):
+        run_episode(env, 3, wrist_roll_noise_deg=-1.0)
+
+
 def test_execution_noise_statistics():
     from robotrain.sim.expert import ExecutionNoise
 

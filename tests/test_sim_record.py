@@ -49,7 +49,7 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     from robotrain.sim.record import RecordConfig, record_dataset
 
     cfg = RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264", cube_margin_mm=20,
-                       cube_yaw_margin_deg=5)
+                       cube_yaw_margin_deg=5, wrist_roll_noise_deg=4)
     res = record_dataset(tmp_path / "ds", cfg, workers=2, progress=False)
     assert res.recorded == 2 and res.discarded == 0
     meta = json.loads((tmp_path / "ds" / "meta" / "robotrain_sim.json").read_text())
@@ -57,6 +57,7 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     card = (tmp_path / "ds" / "README.md").read_text()
     assert meta["config"]["cube_margin_mm"] == 20 and "20 mm wider" in card
     assert meta["config"]["cube_yaw_margin_deg"] == 5 and "5 deg wider" in card
+    assert meta["config"]["wrist_roll_noise_deg"] == 4 and "4 deg more on wrist_roll" in card
 
 
 def test_record_rejects_bad_flags(tmp_path):
@@ -66,6 +67,8 @@ def test_record_rejects_bad_flags(tmp_path):
     assert res.returncode == 2 and "--episodes" in res.stderr
     res = run_cli("sim", "record", "--episodes", "1", "--out", str(tmp_path / "x"), "--cube-margin-mm", "-5")
     assert res.returncode == 2 and "--cube-margin-mm" in res.stderr
+    res = run_cli("sim", "record", "--episodes", "1", "--out", str(tmp_path / "x"), "--wrist-roll-noise", "-1")
+    assert res.returncode == 2 and "--wrist-roll-noise" in res.stderr
     res = run_cli("sim", "record", "--episodes", "1", "--out", str(tmp_path / "x"), "--cube-yaw-margin-deg", "20")
     assert res.returncode == 2 and "--cube-yaw-margin-deg" in res.stderr
     (tmp_path / "exists").mkdir()

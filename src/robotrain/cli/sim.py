@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--action-noise", type=float, default=0.0, metavar="DEG",
                      help="DART: execute actions plus smooth noise of this std (degrees, arm joints) but "
                           "record the clean actions, so the data shows recoveries (default 0: off)")
+    rec.add_argument("--wrist-roll-noise", type=float, default=0.0, metavar="DEG",
+                     help="DART on wrist_roll alone: extra smooth execution noise of this std (degrees), "
+                          "so the data shows the jaws turned back onto the cube's faces (default 0: off)")
     rec.add_argument("--cube-margin-mm", type=float, default=0.0, metavar="MM",
                      help="draw cube placements from a range this much wider on every side than the "
                           "evaluation's, so its edges are inside the data (default 0)")
@@ -60,7 +63,8 @@ def run_record(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     cfg = RecordConfig(episodes=args.episodes, height=h, width=w, seed=args.seed, max_steps=args.max_steps,
                        only_successful=not args.keep_failures, codec=args.codec,
-                       action_noise_deg=args.action_noise, cube_margin_mm=args.cube_margin_mm,
+                       action_noise_deg=args.action_noise, wrist_roll_noise_deg=args.wrist_roll_noise,
+                       cube_margin_mm=args.cube_margin_mm,
                        cube_yaw_margin_deg=args.cube_yaw_margin_deg)
     result = record_dataset(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                             progress=not args.no_progress)

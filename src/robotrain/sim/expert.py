@@ -32,6 +32,7 @@ from robotrain.sim.env import SO101PickPlaceEnv
 log = logging.getLogger(__name__)
 
 ARM_DOFS = 5  # shoulder_pan .. wrist_roll; the gripper is commanded directly
+WRIST_ROLL = 4  # index of wrist_roll in the joint order
 CLOSED_PAD_GAP = 2 * scene.CUBE_HALF  # jaw gap when holding the cube
 FIXED_JAW_CLEARANCE = 0.006  # m: aim this far off-centre, towards the moving jaw
 GRASP_CLOSED_WAYPOINT = 5  # index in the plan: the jaws have closed on the cube
@@ -220,7 +221,8 @@ class ScriptedExpert:
 
 class ExecutionNoise:
     """Smooth random offsets (degrees) for the five arm joints: an Ornstein-Uhlenbeck
-    process with standard deviation `std_deg` and correlation time `tau_s`.
+    process with standard deviation `std_deg` (one for all joints, or one per joint) and
+    correlation time `tau_s`.
 
     Why: DART-style recording (Laskey et al., 2017). The expert's plan does not depend on
     where the arm actually is, so executing `action + noise` while storing the clean
@@ -228,8 +230,9 @@ class ExecutionNoise:
     way back to the plan: the corrections a cloned policy needs after its own small errors.
     """
 
-    def __init__(self, std_deg: float, rng: np.random.Generator, tau_s: float = 0.3) -> None:
-        self.std, self.rng = float(std_deg), rng
+    def __init__(self, std_deg: float | np.ndarray, rng: np.random.Generator, tau_s: float = 0.3) -> None:
+        self.std = np.broadcast_to(np.asarray(std_deg, dtype=np.float64), (ARM_DOFS,)).copy()
+        self.rng = rng
         self.decay = float(np.exp(-1.0 / (SO101_FPS * tau_s)))
         self.value = rng.normal(0.0, self.std, ARM_DOFS)
 
@@ -241,19 +244,30 @@ class ExecutionNoise:
 
 
 def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, action_noise_deg: float = 0.0,
-                grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0) -> dict:
+                grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0,
+                wrist_roll_noise_deg: float = 0.0) -> dict:
     """Roll out the expert from `env.reset(seed=seed)` until its plan ends (+ settle steps)
     or the env stops. Returns states/actions/(images)/success.
 
     `action_noise_deg` > 0 executes the expert's actions plus `ExecutionNoise` on the arm
     joints but records the clean actions (DART); 0 executes exactly what is recorded.
+    `wrist_roll_noise_deg` adds independent noise of that std on wrist_roll alone during
+    the approach, fading out over the descent so the grasp itself is clean: the data shows
+    the jaws turned off the cube's faces while the wrist camera sees the cube, labelled with
+    the turn back (the expert sets the roll at the start, so without it a policy can copy
+    its roll from the state and never learns to read it from the images).
     `grasp_error`/`yaw_error`: see `ScriptedExpert.reset`."""
-    if action_noise_deg < 0:
-        raise ValueError(f"action_noise_deg must be >= 0, got {action_noise_deg}")
+    if action_noise_deg < 0 or wrist_roll_noise_deg < 0:
+        raise ValueError(f"action_noise_deg and wrist_roll_noise_deg must be >= 0, "
+                         f"got {action_noise_deg} and {wrist_roll_noise_deg}")
     obs, info = env.reset(seed=seed)
     expert = ScriptedExpert(env)
     expert.reset(env, np.random.default_rng([seed, 7]), grasp_error, yaw_error)
     noise = ExecutionNoise(action_noise_deg, np.random.default_rng([seed, 11])) if action_noise_deg > 0 else None
+    roll_std = np.zeros(ARM_DOFS)
+    roll_std[WRIST_ROLL] = wrist_roll_noise_deg
+    roll_noise = ExecutionNoise(roll_std, np.random.default_rng([seed, 13])) if wrist_roll_noise_deg > 0 else None
+    fade_start, fade_end = expert.waypoint_time(2), expert.waypoint_time(3)  # hover reached, descent done
     frames: dict[str, list] = {k: [] for k in obs if k != "observation.state"}
     states, actions = [], []
     extra = 0
@@ -264,10 +278,12 @@ def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, actio
         actions.append(action)
         for k in frames:
             frames[k].append(obs[k])
-        executed = action
+        executed = action.copy()
         if noise is not None:
-            executed = action.copy()
             executed[:ARM_DOFS] += noise.step().astype(np.float32)
+        if roll_noise is not None:
+            gate = float(np.clip((fade_end - expert.t) / (fade_end - fade_start), 0.0, 1.0))
+            executed[:ARM_DOFS] += gate * roll_noise.step().astype(np.float32)
         obs, _, terminated, truncated, info = env.step(executed)
         success = info["is_success"]
         if expert.done:

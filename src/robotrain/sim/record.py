@@ -69,6 +69,9 @@ class RecordConfig:
     # DART: execute the expert's actions plus smooth noise of this std (degrees, arm joints)
     # but store the clean actions, so the data shows recoveries (expert.ExecutionNoise).
     action_noise_deg: float = 0.0
+    # Extra execution noise on wrist_roll alone (std, degrees), same DART scheme: cloned
+    # policies turned the jaws too little for cubes at large yaw and never corrected it.
+    wrist_roll_noise_deg: float = 0.0
     # Widen the cube's placement range by this much on every side (SO101PickPlaceEnv's
     # cube_margin), so the evaluated workspace's edges lie inside the demonstrations.
     cube_margin_mm: float = 0.0
@@ -84,6 +87,8 @@ class RecordConfig:
                               f"got {self.cube_yaw_margin_deg}")
         if self.action_noise_deg < 0:
             raise ConfigError(f"--action-noise must be >= 0, got {self.action_noise_deg}")
+        if self.wrist_roll_noise_deg < 0:
+            raise ConfigError(f"--wrist-roll-noise must be >= 0, got {self.wrist_roll_noise_deg}")
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.max_steps < 2:
@@ -117,11 +122,13 @@ def _worker_init(height: int, width: int, max_steps: int, frame_dir: str, cube_m
     _WORKER["dir"] = Path(frame_dir)
 
 
-def _worker_episode(seed: int, only_successful: bool, action_noise_deg: float = 0.0) -> dict[str, Any]:
+def _worker_episode(seed: int, only_successful: bool, action_noise_deg: float = 0.0,
+                    wrist_roll_noise_deg: float = 0.0) -> dict[str, Any]:
     """Roll out one expert episode; save its frames as .npy (unless it failed and is dropped)."""
     from robotrain.sim.expert import run_episode
 
-    ep = run_episode(_WORKER["env"], seed, action_noise_deg=action_noise_deg)
+    ep = run_episode(_WORKER["env"], seed, action_noise_deg=action_noise_deg,
+                     wrist_roll_noise_deg=wrist_roll_noise_deg)
     out = {"seed": seed, "success": ep["success"], "state": ep["state"], "action": ep["action"], "images": {}}
     if ep["success"] or not only_successful:
         for key, frames in ep["images"].items():
@@ -225,7 +232,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                         if next_seed - cfg.seed >= max_attempts:
                             break
                         pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful,
-                                                   cfg.action_noise_deg))
+                                                   cfg.action_noise_deg, cfg.wrist_roll_noise_deg))
                         next_seed += 1
                     if not pending:
                         raise SimulationError(f"the expert failed {len(discarded)} of {max_attempts} episodes; "
@@ -323,7 +330,7 @@ def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list
 Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
 ({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
 {len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
-{_noise_sentence(cfg.action_noise_deg)}{_margin_sentence(cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)}
+{_noise_sentence(cfg.action_noise_deg, cfg.wrist_roll_noise_deg)}{_margin_sentence(cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)}
 ## Units
 {UNITS_NOTE}
 To train on this data and run on a real SO-101, set `use_degrees=True` on the follower.
@@ -332,12 +339,17 @@ Details: `meta/robotrain_sim.json`.
 """)
 
 
-def _noise_sentence(action_noise_deg: float) -> str:
-    if action_noise_deg <= 0:
+def _noise_sentence(action_noise_deg: float, wrist_roll_noise_deg: float = 0.0) -> str:
+    if action_noise_deg <= 0 and wrist_roll_noise_deg <= 0:
         return "The recorded actions are the ones executed.\n"
+    parts = []
+    if action_noise_deg > 0:
+        parts.append(f"std {action_noise_deg:g} deg on the five arm joints")
+    if wrist_roll_noise_deg > 0:
+        parts.append(f"std {wrist_roll_noise_deg:g} deg more on wrist_roll (`--wrist-roll-noise`)")
     return (f"Recorded with execution noise (DART): the arm executed each action plus smooth noise of "
-            f"std {action_noise_deg:g} deg on the five arm joints; `action` holds the expert's clean "
-            f"actions, `observation.state` the perturbed states.\n")
+            f"{' and '.join(parts)}; `action` holds the expert's clean actions, `observation.state` "
+            "the perturbed states.\n")
 
 
 def _margin_sentence(cube_margin_mm: float, cube_yaw_margin_deg: float = 0.0) -> str:
