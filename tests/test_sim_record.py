@@ -57,7 +57,7 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     card = (tmp_path / "ds" / "README.md").read_text()
     assert meta["config"]["cube_margin_mm"] == 20 and "20 mm wider" in card
     assert meta["config"]["cube_yaw_margin_deg"] == 5 and "5 deg wider" in card
-    assert meta["config"]["wrist_roll_noise_deg"] == 4 and "4 deg more on wrist_roll" in card
+    assert meta["config"]["wrist_roll_noise_deg"] == 4 and "4 deg on wrist_roll during the approach" in card
 
 
 def test_record_rejects_bad_flags(tmp_path):

@@ -346,7 +346,8 @@ def _noise_sentence(action_noise_deg: float, wrist_roll_noise_deg: float = 0.0) 
     if action_noise_deg > 0:
         parts.append(f"std {action_noise_deg:g} deg on the five arm joints")
     if wrist_roll_noise_deg > 0:
-        parts.append(f"std {wrist_roll_noise_deg:g} deg more on wrist_roll (`--wrist-roll-noise`)")
+        parts.append(f"std {wrist_roll_noise_deg:g} deg on wrist_roll during the approach, faded out "
+                     "before the grasp (`--wrist-roll-noise`)")
     return (f"Recorded with execution noise (DART): the arm executed each action plus smooth noise of "
             f"{' and '.join(parts)}; `action` holds the expert's clean actions, `observation.state` "
             "the perturbed states.\n")
