@@ -77,27 +77,34 @@ def test_cube_and_bowl_stay_in_documented_ranges(env):
         assert scene.BOWL_Y_RANGE[0] <= by <= scene.BOWL_Y_RANGE[1]
 
 
-def test_cube_margin_widens_only_the_cube_placement():
-    """Same seed, same draws: a margin stretches the cube's x/y range and leaves the cube's
-    yaw, the bowl and the arm's start as they were; beyond the old range some of the time."""
+def _paired_resets(**wide_kwargs):
+    """(plain env, its info, widened env, its info) for seeds 0-39, after checking what a
+    margin must leave alone: the bowl and the arm's start."""
     plain = SO101PickPlaceEnv(render=False)
-    wide = SO101PickPlaceEnv(render=False, cube_margin=0.02)
-    outside = 0
+    wide = SO101PickPlaceEnv(render=False, **wide_kwargs)
     try:
         for seed in range(40):
             _, a = plain.reset(seed=seed)
             _, b = wide.reset(seed=seed)
             np.testing.assert_allclose(a["bowl_pos"], b["bowl_pos"])
-            np.testing.assert_allclose(plain.cube_yaw(), wide.cube_yaw())
             np.testing.assert_array_equal(plain.joint_positions(), wide.joint_positions())
-            x, y, _ = b["cube_pos"]
-            assert scene.CUBE_X_RANGE[0] - 0.02 <= x <= scene.CUBE_X_RANGE[1] + 0.02
-            assert scene.CUBE_Y_RANGE[0] - 0.02 <= y <= scene.CUBE_Y_RANGE[1] + 0.02
-            outside += not (scene.CUBE_X_RANGE[0] <= x <= scene.CUBE_X_RANGE[1]
-                            and scene.CUBE_Y_RANGE[0] <= y <= scene.CUBE_Y_RANGE[1])
+            yield plain, a, wide, b
     finally:
         plain.close()
         wide.close()
+
+
+def test_cube_margin_widens_only_the_cube_placement():
+    """Same seed, same draws: a margin stretches the cube's x/y range and leaves the cube's
+    yaw, the bowl and the arm's start as they were; beyond the old range some of the time."""
+    outside = 0
+    for plain, _, wide, b in _paired_resets(cube_margin=0.02):
+        np.testing.assert_allclose(plain.cube_yaw(), wide.cube_yaw())
+        x, y, _ = b["cube_pos"]
+        assert scene.CUBE_X_RANGE[0] - 0.02 <= x <= scene.CUBE_X_RANGE[1] + 0.02
+        assert scene.CUBE_Y_RANGE[0] - 0.02 <= y <= scene.CUBE_Y_RANGE[1] + 0.02
+        outside += not (scene.CUBE_X_RANGE[0] <= x <= scene.CUBE_X_RANGE[1]
+                        and scene.CUBE_Y_RANGE[0] <= y <= scene.CUBE_Y_RANGE[1])
     assert outside >= 5  # ~49% of a 14 x 14 cm square lies outside the 10 x 10 cm one
     with pytest.raises(ConfigError, match="cube_margin"):
         SO101PickPlaceEnv(render=False, cube_margin=-0.01)
@@ -106,23 +113,13 @@ def test_cube_margin_widens_only_the_cube_placement():
 def test_cube_yaw_margin_widens_only_the_cube_yaw():
     """Same seed, same draws: the yaw range stretches from +-30 to +-40 deg; the cube's
     position, the bowl and the arm's start stay as they were."""
-    plain = SO101PickPlaceEnv(render=False)
-    wide = SO101PickPlaceEnv(render=False, cube_yaw_margin_deg=10)
     beyond = 0
-    try:
-        for seed in range(40):
-            _, a = plain.reset(seed=seed)
-            _, b = wide.reset(seed=seed)
-            np.testing.assert_allclose(a["bowl_pos"], b["bowl_pos"])
-            np.testing.assert_allclose(a["cube_pos"], b["cube_pos"], atol=1e-6)
-            np.testing.assert_array_equal(plain.joint_positions(), wide.joint_positions())
-            yaw_plain, yaw_wide = np.degrees(plain.cube_yaw()), np.degrees(wide.cube_yaw())
-            assert abs(yaw_wide) <= 40 + 1e-6
-            np.testing.assert_allclose(yaw_wide, yaw_plain * 40 / 30, atol=1e-3)  # one uniform draw, rescaled
-            beyond += abs(yaw_wide) > 30
-    finally:
-        plain.close()
-        wide.close()
+    for plain, a, wide, b in _paired_resets(cube_yaw_margin_deg=10):
+        np.testing.assert_allclose(a["cube_pos"], b["cube_pos"], atol=1e-6)
+        yaw_plain, yaw_wide = np.degrees(plain.cube_yaw()), np.degrees(wide.cube_yaw())
+        assert abs(yaw_wide) <= 40 + 1e-6
+        np.testing.assert_allclose(yaw_wide, yaw_plain * 40 / 30, atol=1e-3)  # one uniform draw, rescaled
+        beyond += abs(yaw_wide) > 30
     assert beyond >= 5  # a quarter of the widened range lies beyond +-30 deg
     for bad in (-1.0, 16.0):
         with pytest.raises(ConfigError, match="cube_yaw_margin_deg"):
