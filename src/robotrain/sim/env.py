@@ -51,7 +51,13 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from robotrain.constants import OBS_IMAGES_PREFIX, OBS_STATE, SIM_MAX_CUBE_MARGIN_M, SIM_MAX_CUBE_YAW_MARGIN_DEG, SO101_FPS  # noqa: E402
+from robotrain.constants import (  # noqa: E402
+    OBS_IMAGES_PREFIX,
+    OBS_STATE,
+    SIM_MAX_CUBE_MARGIN_M,
+    SIM_MAX_CUBE_YAW_MARGIN_DEG,
+    SO101_FPS,
+)
 from robotrain.errors import ConfigError, SimulationError  # noqa: E402
 from robotrain.sim import scene  # noqa: E402
 
