@@ -242,8 +242,10 @@ def test_expert_replay_succeeds_in_the_real_sim(tmp_path: Path) -> None:
     for e in info["per_episode"]:
         assert 0 < e["time_to_success_s"] <= 10.0 and e["steps"] <= 300
         assert e["cube_lifted"] and len(e["grasp_offset_mm"]) == 3 and abs(e["grasp_offset_mm"][1]) < 3.0
+        assert abs(e["grasp_yaw_error_deg"]) < 3.0  # the expert closes (nearly) square on the cube
     assert info["aggregated"]["n_cube_lifted"] == 2
     assert len(info["aggregated"]["median_abs_grasp_offset_mm"]) == 3
+    assert info["aggregated"]["median_abs_grasp_yaw_error_deg"] < 3.0
 
 
 def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

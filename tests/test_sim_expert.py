@@ -127,3 +127,14 @@ def test_grasp_diagnostics_read_the_grasp_error_back(env):
     assert abs(abs(env._info()["grasp_offset_mm"][1]) - 6.0) < 1.5
     missed = run_episode(env, 0, grasp_error=(0.0, 0.03))
     assert not missed["success"] and not env._info()["cube_lifted"]
+
+
+def test_grasp_yaw_error_reads_the_jaws_turn_back(env):
+    """info['grasp_yaw_error_deg']: the jaws' angle off the cube's faces at the close
+    command, ~0 for the expert, the expert's deliberate yaw error when it has one."""
+    _, info = env.reset(seed=0)
+    assert np.isnan(info["grasp_yaw_error_deg"])
+    run_episode(env, 0)
+    assert abs(env._info()["grasp_yaw_error_deg"]) < 1.0
+    run_episode(env, 0, yaw_error=np.deg2rad(15.0))
+    assert abs(abs(env._info()["grasp_yaw_error_deg"]) - 15.0) < 2.0

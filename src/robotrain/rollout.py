@@ -438,33 +438,41 @@ def evaluate_in_sim(
     logger.info("sim success %.1f%% (95%% CI %.1f-%.1f) over %d episodes in %.1fs", agg["pc_success"],
                 *agg["pc_success_ci95"], n_episodes, eval_s)
     if "n_cube_lifted" in agg:
-        logger.info("cube lifted in %d/%d episodes; median |grasp offset| (closing, across, vertical) mm: %s",
-                    agg["n_cube_lifted"], n_episodes, agg.get("median_abs_grasp_offset_mm"))
+        logger.info("cube lifted in %d/%d episodes; median |grasp offset| (closing, across, vertical) mm: %s; "
+                    "median |jaw yaw off the cube's faces| deg: %s", agg["n_cube_lifted"], n_episodes,
+                    agg.get("median_abs_grasp_offset_mm"), agg.get("median_abs_grasp_yaw_error_deg"))
     return info
 
 
 def grasp_diagnostics(info: Mapping[str, Any]) -> dict[str, Any]:
-    """The env's grasp diagnostics from an episode's last info, JSON-ready: `cube_lifted`
-    and `grasp_offset_mm` (None when the policy never commanded a close). Empty for envs
-    that do not report them (see robotrain.sim.env)."""
+    """The env's grasp diagnostics from an episode's last info, JSON-ready: `cube_lifted`,
+    `grasp_offset_mm` and `grasp_yaw_error_deg` (None when the policy never commanded a
+    close). Empty for envs that do not report them (see robotrain.sim.env)."""
     out: dict[str, Any] = {}
     if "cube_lifted" in info:
         out["cube_lifted"] = bool(info["cube_lifted"])
     if "grasp_offset_mm" in info:
         offset = np.asarray(info["grasp_offset_mm"], dtype=float).reshape(-1)
         out["grasp_offset_mm"] = None if not np.all(np.isfinite(offset)) else [round(float(v), 2) for v in offset]
+    if "grasp_yaw_error_deg" in info:
+        yaw_error = float(np.asarray(info["grasp_yaw_error_deg"], dtype=float).reshape(-1)[0])
+        out["grasp_yaw_error_deg"] = round(yaw_error, 2) if np.isfinite(yaw_error) else None
     return out
 
 
 def _grasp_summary(per_episode: list[dict[str, Any]]) -> dict[str, Any]:
     """How many episodes lifted the cube, and the median absolute grasp offset (mm; along
-    the closing axis, across it, vertical) of the episodes that commanded a close."""
+    the closing axis, across it, vertical) and jaw-to-cube yaw error (deg) of the episodes
+    that commanded a close."""
     out: dict[str, Any] = {}
     if any("cube_lifted" in e for e in per_episode):
         out["n_cube_lifted"] = sum(bool(e.get("cube_lifted")) for e in per_episode)
     offsets = [e["grasp_offset_mm"] for e in per_episode if e.get("grasp_offset_mm") is not None]
     if offsets:
         out["median_abs_grasp_offset_mm"] = [round(float(v), 2) for v in np.median(np.abs(offsets), axis=0)]
+    yaw_errors = [e["grasp_yaw_error_deg"] for e in per_episode if e.get("grasp_yaw_error_deg") is not None]
+    if yaw_errors:
+        out["median_abs_grasp_yaw_error_deg"] = round(float(np.median(np.abs(yaw_errors))), 2)
     return out
 
 

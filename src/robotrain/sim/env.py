@@ -292,10 +292,20 @@ class SO101PickPlaceEnv(gym.Env):
         fixed, moving = (self.data.geom_xpos[g] for g in self._pad_geoms)
         return to_jaw_frame(self.cube_pos() - (fixed + moving) / 2, moving - fixed)
 
+    def jaw_yaw_error_deg(self) -> float:
+        """Angle (deg, in [-45, 45)) from the nearest pair of cube faces to the jaws' closing
+        direction, in the table plane: 0 when the jaws close square on the cube. The cube's
+        90 deg symmetry makes any pair of faces equivalent."""
+        fixed, moving = (self.data.geom_xpos[g] for g in self._pad_geoms)
+        closing = moving - fixed
+        angle = np.degrees(np.arctan2(closing[1], closing[0]) - self.cube_yaw())
+        return float((angle + 45.0) % 90.0 - 45.0)
+
     def _reset_grasp_diagnostics(self) -> None:
         self._cube_lifted = False
         self._gripper_was_open = False
         self._grasp_offset = np.full(3, np.nan)
+        self._grasp_yaw_error = float("nan")
 
     def _note_close_command(self, gripper_target: float) -> None:
         """Record the jaw-frame cube offset at the first close command of the episode."""
@@ -303,6 +313,7 @@ class SO101PickPlaceEnv(gym.Env):
             self._gripper_was_open = True
         elif self._gripper_was_open and np.isnan(self._grasp_offset[0]):
             self._grasp_offset = self.jaw_frame_offset()
+            self._grasp_yaw_error = self.jaw_yaw_error_deg()
 
     def arm_touches_cube(self) -> bool:
         d, m = self.data, self.model
@@ -325,7 +336,7 @@ class SO101PickPlaceEnv(gym.Env):
         self._cube_lifted = self._cube_lifted or bool(cube[2] > scene.CUBE_HALF + LIFTED_HEIGHT)
         return {"is_success": success, "cube_in_bowl": bool(in_bowl), "arm_touches_cube": touching,
                 "cube_pos": cube, "bowl_pos": bowl, "cube_lifted": self._cube_lifted,
-                "grasp_offset_mm": 1000.0 * self._grasp_offset}
+                "grasp_offset_mm": 1000.0 * self._grasp_offset, "grasp_yaw_error_deg": self._grasp_yaw_error}
 
 
 def to_jaw_frame(vector: np.ndarray, closing: np.ndarray) -> np.ndarray:
