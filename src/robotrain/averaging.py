@@ -26,7 +26,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 from torch import Tensor
 
-from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_policy
+from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_policy, state_dict_mismatch
 from robotrain.constants import PRETRAINED_MODEL_DIR
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.io_utils import atomic_directory
@@ -60,12 +60,9 @@ def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
 def _check_same_architecture(reference: Policy, other: Policy, where: Path) -> None:
     if other.name != reference.name:
         raise CheckpointError(f"holds a {other.name!r} policy, the first checkpoint a {reference.name!r} one", where)
-    ref_shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    shapes = {k: tuple(v.shape) for k, v in other.state_dict().items()}
-    if shapes != ref_shapes:
-        differ = sorted(k for k in set(shapes) | set(ref_shapes) if shapes.get(k) != ref_shapes.get(k))
-        raise CheckpointError(f"different architecture from the first checkpoint: {differ[:10]}"
-                              f"{' ...' if len(differ) > 10 else ''}", where)
+    mismatch = state_dict_mismatch(reference.state_dict(), other.state_dict())
+    if mismatch:
+        raise CheckpointError(f"different architecture from the first checkpoint: {mismatch}", where)
 
 
 def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path,

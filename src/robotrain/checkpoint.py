@@ -251,23 +251,31 @@ def load_stats(pretrained_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
     return unflatten_stats({k: v.numpy() for k, v in flat.items()})
 
 
-def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> None:
-    """Load weights; any missing, unexpected or mis-shaped key is a CheckpointError listing them."""
-    own = policy.state_dict()
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str | None:
+    """The keys of `state` missing, unexpected or mis-shaped against `own`, in words; None if
+    every key and shape matches."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''} ({len(missing)})")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} "
-                         f"({len(unexpected)})")
-        if wrong:
-            parts.append("shape mismatch " + ", ".join(
-                f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:10]))
-        raise CheckpointError("weights do not match the policy: " + "; ".join(parts), where)
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''} ({len(missing)})")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} "
+                     f"({len(unexpected)})")
+    if wrong:
+        parts.append("shape mismatch " + ", ".join(
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:10]))
+    return "; ".join(parts)
+
+
+def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> None:
+    """Load weights; any missing, unexpected or mis-shaped key is a CheckpointError listing them."""
+    mismatch = state_dict_mismatch(policy.state_dict(), state)
+    if mismatch:
+        raise CheckpointError("weights do not match the policy: " + mismatch, where)
     policy.load_state_dict(dict(state), strict=True)
 
 

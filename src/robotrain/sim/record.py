@@ -112,25 +112,26 @@ class RecordResult:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(height: int, width: int, max_steps: int, frame_dir: str, cube_margin_mm: float = 0.0,
-                 cube_yaw_margin_deg: float = 0.0) -> None:
+def _worker_init(cfg: RecordConfig, frame_dir: str) -> None:
+    """Build this worker's env from the recording's config (picklable: it travels to spawned workers)."""
     from robotrain.sim.env import SO101PickPlaceEnv
 
-    _WORKER["env"] = SO101PickPlaceEnv(image_size=(height, width), max_episode_steps=max_steps,
-                                       terminate_on_success=False, cube_margin=cube_margin_mm / 1000.0,
-                                       cube_yaw_margin_deg=cube_yaw_margin_deg)
+    _WORKER["env"] = SO101PickPlaceEnv(image_size=(cfg.height, cfg.width), max_episode_steps=cfg.max_steps,
+                                       terminate_on_success=False, cube_margin=cfg.cube_margin_mm / 1000.0,
+                                       cube_yaw_margin_deg=cfg.cube_yaw_margin_deg)
+    _WORKER["cfg"] = cfg
     _WORKER["dir"] = Path(frame_dir)
 
 
-def _worker_episode(seed: int, only_successful: bool, action_noise_deg: float = 0.0,
-                    wrist_roll_noise_deg: float = 0.0) -> dict[str, Any]:
+def _worker_episode(seed: int) -> dict[str, Any]:
     """Roll out one expert episode; save its frames as .npy (unless it failed and is dropped)."""
     from robotrain.sim.expert import run_episode
 
-    ep = run_episode(_WORKER["env"], seed, action_noise_deg=action_noise_deg,
-                     wrist_roll_noise_deg=wrist_roll_noise_deg)
+    cfg: RecordConfig = _WORKER["cfg"]
+    ep = run_episode(_WORKER["env"], seed, action_noise_deg=cfg.action_noise_deg,
+                     wrist_roll_noise_deg=cfg.wrist_roll_noise_deg)
     out = {"seed": seed, "success": ep["success"], "state": ep["state"], "action": ep["action"], "images": {}}
-    if ep["success"] or not only_successful:
+    if ep["success"] or not cfg.only_successful:
         for key, frames in ep["images"].items():
             path = _WORKER["dir"] / f"{seed}_{key.removeprefix(OBS_IMAGES_PREFIX)}.npy"
             np.save(path, frames)  # (T, H, W, 3) uint8
@@ -217,7 +218,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                            action_names=SO101_JOINT_NAMES, camera_shapes=camera_shapes, codec=cfg.codec,
                            overwrite=overwrite)
     bar = _progress(progress, cfg.episodes)
-    init_args = (cfg.height, cfg.width, cfg.max_steps, str(frame_dir), cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)
+    init_args = (cfg, str(frame_dir))
     stop = _SigtermStopsRecording()
     try:
         with stop:
@@ -231,8 +232,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
                     while len(pending) < max(workers, cfg.episodes - recorded) and len(pending) < 2 * workers:
                         if next_seed - cfg.seed >= max_attempts:
                             break
-                        pending.append(pool.submit(_worker_episode, next_seed, cfg.only_successful,
-                                                   cfg.action_noise_deg, cfg.wrist_roll_noise_deg))
+                        pending.append(pool.submit(_worker_episode, next_seed))
                         next_seed += 1
                     if not pending:
                         raise SimulationError(f"the expert failed {len(discarded)} of {max_attempts} episodes; "
@@ -287,6 +287,7 @@ class _InlineExecutor(cf.Executor):
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        _WORKER.pop("cfg", None)
         env = _WORKER.pop("env", None)
         if env is not None:
             env.close()
