@@ -93,6 +93,26 @@ def test_wrist_roll_noise_turns_the_jaws_during_the_approach_only(env):
         run_episode(env, 3, wrist_roll_noise_deg=-1.0)
 
 
+def test_late_wrist_turn_aligns_the_jaws_over_the_hover(env):
+    """--late-wrist-turn: the plan starts at the natural roll and turns onto the cube's faces
+    between most of the approach and mid-descent; the grasp is as aligned and succeeds."""
+    seed = 3  # a cube ~30 deg off the natural jaw orientation
+    default, late = run_episode(env, seed), run_episode(env, seed, late_wrist_turn=True)
+    assert late["success"] and abs(env._info()["grasp_yaw_error_deg"]) < 3.0  # degrees, like the default expert
+    env.reset(seed=seed)
+    expert = ScriptedExpert(env)
+    expert.reset(env, np.random.default_rng([seed, 7]), late_wrist_turn=True)
+    natural = np.arctan2(env.cube_pos()[1], env.cube_pos()[0])
+    assert expert.jaw_yaw(0.0) == pytest.approx(natural)
+    assert abs(np.rad2deg(expert.yaw - natural)) > 20.0
+    hover, close = (int(expert.waypoint_time(i) * 30) for i in (1, 4))
+    assert expert.jaw_yaw(expert.waypoint_time(3)) == pytest.approx(expert.yaw)
+    roll_default, roll_late = default["action"][:, 4], late["action"][:, 4]
+    assert abs(roll_late[0] - roll_default[0]) > 20.0  # not turned at the start...
+    assert abs(roll_late[hover // 2] - roll_default[hover // 2]) > 20.0  # ...nor halfway to the cube
+    assert abs(roll_late[close] - roll_default[close]) < 1.0  # turned by the close command
+
+
 def test_execution_noise_statistics():
     from robotrain.sim.expert import ExecutionNoise
 

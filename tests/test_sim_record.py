@@ -49,7 +49,7 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     from robotrain.sim.record import RecordConfig, record_dataset
 
     cfg = RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264", cube_margin_mm=20,
-                       cube_yaw_margin_deg=5, wrist_roll_noise_deg=4)
+                       cube_yaw_margin_deg=5, wrist_roll_noise_deg=4, late_wrist_turn=True)
     res = record_dataset(tmp_path / "ds", cfg, workers=2, progress=False)
     assert res.recorded == 2 and res.discarded == 0
     meta = json.loads((tmp_path / "ds" / "meta" / "robotrain_sim.json").read_text())
@@ -58,6 +58,7 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     assert meta["config"]["cube_margin_mm"] == 20 and "20 mm wider" in card
     assert meta["config"]["cube_yaw_margin_deg"] == 5 and "5 deg wider" in card
     assert meta["config"]["wrist_roll_noise_deg"] == 4 and "4 deg on wrist_roll during the approach" in card
+    assert meta["config"]["late_wrist_turn"] is True and "`--late-wrist-turn`" in card
 
 
 def test_record_rejects_bad_flags(tmp_path):

@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--cube-yaw-margin-deg", type=float, default=0.0, metavar="DEG",
                      help="draw the cube's yaw from a range this much wider on each side than the "
                           "evaluation's +-30 deg (at most 15; default 0)")
+    rec.add_argument("--late-wrist-turn", action="store_true",
+                     help="the expert keeps the wrist at its natural roll until near the cube and turns the "
+                          "jaws onto the cube's faces over the hover, where the wrist camera sees it "
+                          "(default: aligned from the first step)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     
@@ -65,7 +69,7 @@ def run_record(args: argparse.Namespace) -> int:
                        only_successful=not args.keep_failures, codec=args.codec,
                        action_noise_deg=args.action_noise, wrist_roll_noise_deg=args.wrist_roll_noise,
                        cube_margin_mm=args.cube_margin_mm,
-                       cube_yaw_margin_deg=args.cube_yaw_margin_deg)
+                       cube_yaw_margin_deg=args.cube_yaw_margin_deg, late_wrist_turn=args.late_wrist_turn)
     result = record_dataset(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                             progress=not args.no_progress)
     print(record_summary(result))

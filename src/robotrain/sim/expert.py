@@ -36,6 +36,8 @@ WRIST_ROLL = 4  # index of wrist_roll in the joint order
 CLOSED_PAD_GAP = 2 * scene.CUBE_HALF  # jaw gap when holding the cube
 FIXED_JAW_CLEARANCE = 0.006  # m: aim this far off-centre, towards the moving jaw
 GRASP_CLOSED_WAYPOINT = 5  # index in the plan: the jaws have closed on the cube
+LATE_TURN_START = 0.6  # fraction of the approach after which a late wrist turn begins
+LATE_TURN_END = 0.5  # fraction of the descent by which it has ended (jaws still above the cube)
 
 
 class IKSolver:
@@ -146,11 +148,20 @@ class ScriptedExpert:
         return float(cands[np.argmin(np.abs(cands - natural))])
 
     def reset(self, env: SO101PickPlaceEnv, rng: np.random.Generator,
-              grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0) -> None:
+              grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0,
+              late_wrist_turn: bool = False) -> None:
         """Plan the episode. `grasp_error` (m, world x/y) and `yaw_error` (rad) misplace the
-        approach, descent and grasp on purpose, to measure the grasp's tolerance."""
+        approach, descent and grasp on purpose, to measure the grasp's tolerance.
+
+        `late_wrist_turn` keeps the jaws at the arm's natural orientation (wrist_roll ~ 0)
+        for most of the approach and turns them onto the cube's faces only over its last part,
+        the hover and the first half of the descent, where the wrist camera sees the cube
+        large. By default the jaws are aligned from the first step, when the cube is a few
+        pixels in the front camera; every later frame then shows the roll already right, and a
+        cloned policy learns to copy it from the state instead of reading it from the images."""
         cube, bowl = env.cube_pos(), env.bowl_pos()
         self.yaw = self._choose_yaw(cube, env.cube_yaw()) + yaw_error
+        self.start_yaw = float(np.arctan2(cube[1], cube[0])) if late_wrist_turn else self.yaw
         cube = cube + np.array([grasp_error[0], grasp_error[1], 0.0])
         q_arm = env.joint_positions()[:ARM_DOFS]
         start, _ = self.ik.forward(q_arm)
@@ -184,6 +195,9 @@ class ScriptedExpert:
         ]
         self._starts = np.cumsum([w.duration for w in self.waypoints])
         self._total = float(self._starts[-1])
+        approach, descent = self.waypoints[1].duration, self.waypoints[3].duration
+        self._turn_start = LATE_TURN_START * approach
+        self._turn_end = float(self._starts[2]) + LATE_TURN_END * descent
         # Smooth noise: a few random sinusoids per axis, ~2 mm and ~1 unit of gripper.
         self._freq = rng.uniform(0.2, 1.2, size=(3, 4))
         self._phase = rng.uniform(0, 2 * np.pi, size=(3, 4))
@@ -195,6 +209,12 @@ class ScriptedExpert:
         """Plan time (s) at which waypoint `index` is reached."""
         return float(self._starts[index])
 
+    def jaw_yaw(self, t: float) -> float:
+        """Yaw (rad) of the jaw axis at plan time t: `start_yaw` turning to `yaw` (a no-op
+        unless the plan has a late wrist turn)."""
+        s = min_jerk((t - self._turn_start) / (self._turn_end - self._turn_start))
+        return float(self.start_yaw + s * (self.yaw - self.start_yaw))
+
     def target(self, t: float) -> tuple[np.ndarray, float, float]:
         """(grasp point, gripper units, yaw) at plan time t."""
         i = int(np.searchsorted(self._starts, t, side="right"))
@@ -205,7 +225,7 @@ class ScriptedExpert:
         s = min_jerk((t - self._starts[i - 1]) / max(b.duration, 1e-6))
         pos = a.pos + s * (b.pos - a.pos)
         grip = a.gripper + s * (b.gripper - a.gripper)
-        return pos, grip, self.yaw
+        return pos, grip, self.jaw_yaw(t)
 
     def act(self, env: SO101PickPlaceEnv) -> np.ndarray:
         """The next action (env units, (6,)) and advance the plan clock by one control step."""
@@ -245,7 +265,7 @@ class ExecutionNoise:
 
 def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, action_noise_deg: float = 0.0,
                 grasp_error: tuple[float, float] = (0.0, 0.0), yaw_error: float = 0.0,
-                wrist_roll_noise_deg: float = 0.0) -> dict:
+                wrist_roll_noise_deg: float = 0.0, late_wrist_turn: bool = False) -> dict:
     """Roll out the expert from `env.reset(seed=seed)` until its plan ends (+ settle steps)
     or the env stops. Returns states/actions/(images)/success.
 
@@ -256,13 +276,13 @@ def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, actio
     the jaws turned off the cube's faces while the wrist camera sees the cube, labelled with
     the turn back (the expert sets the roll at the start, so without it a policy can copy
     its roll from the state and never learns to read it from the images).
-    `grasp_error`/`yaw_error`: see `ScriptedExpert.reset`."""
+    `grasp_error`/`yaw_error`/`late_wrist_turn`: see `ScriptedExpert.reset`."""
     if action_noise_deg < 0 or wrist_roll_noise_deg < 0:
         raise ValueError(f"action_noise_deg and wrist_roll_noise_deg must be >= 0, "
                          f"got {action_noise_deg} and {wrist_roll_noise_deg}")
     obs, info = env.reset(seed=seed)
     expert = ScriptedExpert(env)
-    expert.reset(env, np.random.default_rng([seed, 7]), grasp_error, yaw_error)
+    expert.reset(env, np.random.default_rng([seed, 7]), grasp_error, yaw_error, late_wrist_turn)
     noise = ExecutionNoise(action_noise_deg, np.random.default_rng([seed, 11])) if action_noise_deg > 0 else None
     roll_std = np.zeros(ARM_DOFS)
     roll_std[WRIST_ROLL] = wrist_roll_noise_deg

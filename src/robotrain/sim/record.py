@@ -77,6 +77,9 @@ class RecordConfig:
     cube_margin_mm: float = 0.0
     # Widen the cube's yaw range the same way (SO101PickPlaceEnv's cube_yaw_margin_deg).
     cube_yaw_margin_deg: float = 0.0
+    # The expert turns the jaws onto the cube's faces late, over the hover, where the wrist
+    # camera shows the cube large, instead of at the first step (ScriptedExpert.reset).
+    late_wrist_turn: bool = False
 
     def __post_init__(self) -> None:
         max_mm = 1000.0 * SIM_MAX_CUBE_MARGIN_M  # the env's bounds, checked here before any worker starts
@@ -129,7 +132,7 @@ def _worker_episode(seed: int) -> dict[str, Any]:
 
     cfg: RecordConfig = _WORKER["cfg"]
     ep = run_episode(_WORKER["env"], seed, action_noise_deg=cfg.action_noise_deg,
-                     wrist_roll_noise_deg=cfg.wrist_roll_noise_deg)
+                     wrist_roll_noise_deg=cfg.wrist_roll_noise_deg, late_wrist_turn=cfg.late_wrist_turn)
     out = {"seed": seed, "success": ep["success"], "state": ep["state"], "action": ep["action"], "images": {}}
     if ep["success"] or not cfg.only_successful:
         for key, frames in ep["images"].items():
@@ -331,7 +334,7 @@ def _write_docs(root: Path, cfg: RecordConfig, seeds: list[int], discarded: list
 Task: "{SO101_TASK}". Robot type `{SO101_ROBOT_TYPE}`, {SO101_FPS} fps, cameras `front` and `wrist`
 ({cfg.height}x{cfg.width}). {len(seeds)} successful scripted-expert episodes (seeds from {cfg.seed};
 {len(discarded)} failed seeds discarded), recorded in MuJoCo with `robotrain sim record`.
-{_noise_sentence(cfg.action_noise_deg, cfg.wrist_roll_noise_deg)}{_margin_sentence(cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)}
+{_noise_sentence(cfg.action_noise_deg, cfg.wrist_roll_noise_deg)}{_margin_sentence(cfg.cube_margin_mm, cfg.cube_yaw_margin_deg)}{_turn_sentence(cfg.late_wrist_turn)}
 ## Units
 {UNITS_NOTE}
 To train on this data and run on a real SO-101, set `use_degrees=True` on the follower.
@@ -364,6 +367,13 @@ def _margin_sentence(cube_margin_mm: float, cube_yaw_margin_deg: float = 0.0) ->
         return ""
     return (f"Cube {' and '.join(wider)} than the evaluation's, so the evaluated placements' edges "
             "are inside the data.\n")
+
+
+def _turn_sentence(late_wrist_turn: bool) -> str:
+    if not late_wrist_turn:
+        return ""
+    return ("The expert turns the jaws onto the cube's faces late, over the hover above the cube and the "
+            "first half of the descent (`--late-wrist-turn`), so the turn is seen by the wrist camera.\n")
 
 
 def record_summary(result: RecordResult) -> str:
