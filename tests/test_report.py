@@ -246,12 +246,14 @@ def test_grasp_diagnostics_reach_the_success_table(tmp_path: Path, two_runs: tup
     act, smolvla = two_runs
     path = act / "eval" / "eval_info.json"
     info = json.loads(path.read_text())
-    info["aggregated"].update(n_cube_lifted=9, median_abs_grasp_offset_mm=[1.0, 3.25, 4.0])
+    info["aggregated"].update(n_cube_lifted=9, median_abs_grasp_offset_mm=[1.0, 3.25, 4.0],
+                              median_abs_grasp_yaw_error_deg=4.72)
     path.write_text(json.dumps(info))
     ev = load_eval_info(path)
     assert ev.n_cube_lifted == 9 and ev.median_abs_grasp_offset_across_mm == 3.25
+    assert ev.median_abs_grasp_yaw_error_deg == 4.72
     md = write_report([act, smolvla], tmp_path / "rep").markdown.read_text()
-    assert "| cube lifted | median grasp offset across jaws (mm) |" in md
+    assert "| cube lifted | median grasp offset across jaws (mm) | median jaw yaw error (deg) |" in md
     act_row = next(line for line in md.splitlines() if line.startswith("| act | eval/eval_info.json"))
     smolvla_row = next(line for line in md.splitlines() if line.startswith("| smolvla | eval/eval_info.json"))
-    assert act_row.endswith("| 9 | 3.25 |") and smolvla_row.endswith("| — | — |")
+    assert act_row.endswith("| 9 | 3.25 | 4.7 |") and smolvla_row.endswith("| — | — | — |")

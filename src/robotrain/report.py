@@ -434,14 +434,16 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
                  ev.successes, f"{ev.pc_success:.1f}", f"[{100 * ev.ci95[0]:.1f}, {100 * ev.ci95[1]:.1f}]",
                  _fmt(ev.avg_sum_reward), _fmt(ev.mean_time_to_success_s, 2),
                  "—" if ev.n_cube_lifted is None else ev.n_cube_lifted,
-                 _fmt(ev.median_abs_grasp_offset_across_mm, 2)] for _, ev, r in evals]
+                 _fmt(ev.median_abs_grasp_offset_across_mm, 2),
+                 _fmt(ev.median_abs_grasp_yaw_error_deg, 1)] for _, ev, r in evals]
         md += ["", md_table(["run", "file", "episodes", "successes", "success %", "95% CI (%)",
                              "avg sum reward", "mean time to success (s)", "cube lifted",
-                             "median grasp offset across jaws (mm)"], rows)]
+                             "median grasp offset across jaws (mm)", "median jaw yaw error (deg)"], rows)]
         if any(ev.n_cube_lifted is not None for _, ev, _ in evals):
-            md += ["", "`cube lifted` and the grasp offset come from our simulation's diagnostics: the "
-                   "cube's centre relative to the jaws at the first close command; a grasp fails "
-                   "beyond about 5 mm across the jaws (docs/sim.md)."]
+            md += ["", "`cube lifted`, the grasp offset and the jaw yaw error come from our simulation's "
+                   "diagnostics: the cube's centre relative to the jaws, and the angle between the jaws "
+                   "and the cube's nearest faces, at the first close command; a grasp fails beyond about "
+                   "5 mm across the jaws (docs/sim.md). Evaluations older than the yaw diagnostic show —."]
         plot_success([(label, ev) for label, ev, _ in evals], out / "success.png")
         plots.append(out / "success.png")
         md += ["", "![success](success.png)"]

@@ -79,6 +79,9 @@ class SimEval:
     median_abs_grasp_offset_across_mm: float | None = None
     """Median distance of the cube's centre across the jaws' closing axis at the close
     command (our sim; a grasp fails beyond about 5 mm)."""
+    median_abs_grasp_yaw_error_deg: float | None = None
+    """Median angle between the jaws and the cube's nearest faces at the close command (our
+    sim; the misses of policies that do not turn the wrist)."""
 
     @property
     def pc_success(self) -> float:
@@ -221,6 +224,7 @@ def load_eval_info(path: Path) -> SimEval:
         mean_time_to_success_s=(sum(tts) / len(tts)) if tts else None,
         n_cube_lifted=agg["n_cube_lifted"] if isinstance(agg.get("n_cube_lifted"), int) else None,
         median_abs_grasp_offset_across_mm=_grasp_offset_across(agg.get("median_abs_grasp_offset_mm")),
+        median_abs_grasp_yaw_error_deg=_as_float(agg.get("median_abs_grasp_yaw_error_deg")),
     )
 
 
