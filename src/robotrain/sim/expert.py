@@ -5,7 +5,8 @@ the bowl, lower, open, retreat) is a list of Cartesian waypoints for the point b
 the fingertip pads, joined by minimum-jerk segments. Each control step the target point
 (gripper pointing straight down, jaws across two cube faces) is turned into five arm
 joint angles by damped-least-squares IK on the MuJoCo model, warm-started from the last
-solution. Segment durations, heights, speeds and small smooth position noise are
+solution (with `late_wrist_turn` the jaws turn onto the cube's faces only over the hover).
+Segment durations, heights, speeds and small smooth position noise are
 randomised per episode (from the seed), so demonstrations vary like human teleoperation.
 Actions come out in the env's units (degrees, gripper 0..100).
 
@@ -140,10 +141,15 @@ class ScriptedExpert:
     def done(self) -> bool:
         return self.t >= self._total - 1e-9
 
+    @staticmethod
+    def _natural_yaw(cube_pos: np.ndarray) -> float:
+        """The arm's natural jaw orientation over the cube: jaw axis along the reach
+        direction, wrist_roll ~ 0."""
+        return float(np.arctan2(cube_pos[1], cube_pos[0]))
+
     def _choose_yaw(self, cube_pos: np.ndarray, cube_yaw: float) -> float:
-        """Jaw axis across a pair of cube faces, the one nearest the arm's natural wrist
-        orientation (jaw axis along the reach direction at wrist_roll = 0)."""
-        natural = np.arctan2(cube_pos[1], cube_pos[0])
+        """Jaw axis across a pair of cube faces, the one nearest the natural orientation."""
+        natural = self._natural_yaw(cube_pos)
         cands = cube_yaw + np.arange(-4, 5) * np.pi / 2
         return float(cands[np.argmin(np.abs(cands - natural))])
 
@@ -161,7 +167,7 @@ class ScriptedExpert:
         cloned policy learns to copy it from the state instead of reading it from the images."""
         cube, bowl = env.cube_pos(), env.bowl_pos()
         self.yaw = self._choose_yaw(cube, env.cube_yaw()) + yaw_error
-        self.start_yaw = float(np.arctan2(cube[1], cube[0])) if late_wrist_turn else self.yaw
+        self.start_yaw = self._natural_yaw(cube) if late_wrist_turn else self.yaw
         cube = cube + np.array([grasp_error[0], grasp_error[1], 0.0])
         q_arm = env.joint_positions()[:ARM_DOFS]
         start, _ = self.ik.forward(q_arm)
