@@ -33,7 +33,7 @@ from robotrain.sim.env import SO101PickPlaceEnv
 log = logging.getLogger(__name__)
 
 ARM_DOFS = 5  # shoulder_pan .. wrist_roll; the gripper is commanded directly
-WRIST_ROLL = 4  # index of wrist_roll in the joint order
+WRIST_ROLL = scene.JOINTS.index("wrist_roll")  # its index in the joint order (4)
 CLOSED_PAD_GAP = 2 * scene.CUBE_HALF  # jaw gap when holding the cube
 FIXED_JAW_CLEARANCE = 0.006  # m: aim this far off-centre, towards the moving jaw
 GRASP_CLOSED_WAYPOINT = 5  # index in the plan: the jaws have closed on the cube

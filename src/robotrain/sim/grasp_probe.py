@@ -36,9 +36,10 @@ from robotrain.constants import ACTION, OBS_STATE, SO101_TASK, TASK
 from robotrain.errors import ConfigError, RobotrainError
 from robotrain.io_utils import atomic_write_text
 from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv, to_jaw_frame
+from robotrain.sim import scene
 from robotrain.sim.expert import ARM_DOFS, IKSolver
 
-JOINT_LABELS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
+JOINT_LABELS = scene.JOINTS[:ARM_DOFS]  # the arm joints, without the gripper
 
 
 def _jaw_frame_difference(ik: IKSolver, env: SO101PickPlaceEnv, predicted: np.ndarray,
