@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from robotrain.cli import main
@@ -64,3 +67,22 @@ def test_atomic_write_gives_usual_permissions(tmp_path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.parametrize(("code", "caught"), [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EACCES, False)])
+def test_a_full_disk_anywhere_is_one_line_not_a_traceback(code: int, caught: bool, tmp_path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import robotrain.cli.dataset as dataset_cli
+
+    def fails(args) -> int:
+        raise OSError(code, os.strerror(code), str(tmp_path / "x.npy"))
+
+    monkeypatch.setattr(dataset_cli, "run_info", fails)
+    if not caught:  # other OS errors are bugs to see in full, not to be reworded
+        with pytest.raises(PermissionError):
+            main(["dataset", "info", str(tmp_path)])
+        return
+    assert main(["dataset", "info", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"robotrain: error: {tmp_path / 'x.npy'}: no space left on device; free some space and run again")

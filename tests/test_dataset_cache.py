@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from robotrain.data.cache import (
 )
 from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.format import load_meta
+from robotrain.errors import RobotrainError
 
 
 def test_build_then_reuse(lerobot_fixtures: Path, tmp_path: Path) -> None:
@@ -91,6 +95,57 @@ def test_interrupted_build_never_looks_complete(lerobot_fixtures: Path, tmp_path
     monkeypatch.setattr(cache_mod, "_decode_task", real)
     _, built = ensure_cache(meta, (48, 64), "resize", tmp_path, progress=False)
     assert built
+
+
+def test_a_cache_that_cannot_fit_is_refused_before_decoding(lerobot_fixtures: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    meta = load_meta(lerobot_fixtures / V30)
+    needed = 2 * 123 * 3 * 48 * 64
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda path: SimpleNamespace(free=needed - 1))
+    monkeypatch.setattr(cache_mod, "_decode_task", lambda task: pytest.fail("decoded despite no room"))
+    with pytest.raises(RobotrainError, match=r"frame cache needs .* GiB but only .* free.*--cache-dir"):
+        build_cache(meta, (48, 64), "resize", tmp_path, num_workers=0, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_filling_up_during_the_build_is_a_clear_error(lerobot_fixtures: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frames go through a memory map: without reserved blocks, a full disk would be
+    a SIGBUS in the writer, not an error."""
+    meta = load_meta(lerobot_fixtures / V30)
+
+    def disk_full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod.os, "posix_fallocate", disk_full)
+    with pytest.raises(RobotrainError, match="no space left on device"):
+        build_cache(meta, (48, 64), "resize", tmp_path, num_workers=0, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    cache = build_cache(meta, (48, 64), "resize", tmp_path, num_workers=0, progress=False)
+    assert all(os.stat(cache.file(k)).st_blocks * 512 >= os.stat(cache.file(k)).st_size for k in cache.shapes)
+
+
+def _decoder_killed_by_the_system(task: tuple) -> tuple[int, None, None]:
+    """Stands in for `_decode_task` in a spawned worker (imported from this module there)."""
+    Path(os.environ["KILLED_WORKER_MARKER"]).touch()  # proof that a worker got this far
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow  # spawns 2 processes that import torch
+def test_a_dead_decoding_worker_is_an_error_not_a_hang(lerobot_fixtures: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    meta = load_meta(lerobot_fixtures / V30)
+    monkeypatch.setattr(cache_mod, "_decode_task", _decoder_killed_by_the_system)
+    marker = tmp_path.parent / f"{tmp_path.name}.killed"
+    monkeypatch.setenv("KILLED_WORKER_MARKER", str(marker))
+    with pytest.raises(RobotrainError, match="decoding process died"):
+        build_cache(meta, (48, 64), "resize", tmp_path, num_workers=2, progress=False)
+    assert find_cache(meta, (48, 64), "resize", tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
+    assert marker.exists()
+    marker.unlink()
 
 
 def _dead_pid() -> int:

@@ -61,6 +61,30 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     assert meta["config"]["late_wrist_turn"] is True and "`--late-wrist-turn`" in card
 
 
+def _episode_killed_by_the_system(seed: int) -> dict:
+    """Stands in for `_worker_episode` in a spawned render worker (imported from this module there)."""
+    Path(os.environ["KILLED_WORKER_MARKER"]).touch()  # proof that a worker got this far
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow  # spawns 2 render workers
+def test_a_dead_render_worker_is_an_error_and_leaves_no_dataset(tmp_path, monkeypatch):
+    pytest.importorskip("robotrain.data.writer", reason="needs the dataset writer (branch data-write)")
+    import robotrain.sim.record as record
+    from robotrain.errors import SimulationError
+
+    monkeypatch.setattr(record, "_worker_episode", _episode_killed_by_the_system)
+    marker = tmp_path.parent / f"{tmp_path.name}.killed"
+    monkeypatch.setenv("KILLED_WORKER_MARKER", str(marker))
+    cfg = record.RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264")
+    with pytest.raises(SimulationError, match="recording process died"):
+        record.record_dataset(tmp_path / "ds", cfg, workers=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert marker.exists()
+    marker.unlink()
+
+
 def test_record_rejects_bad_flags(tmp_path):
     res = run_cli("sim", "record", "--episodes", "2", "--out", str(tmp_path / "x"), "--size", "big")
     assert res.returncode == 2 and "HEIGHTxWIDTH" in res.stderr and "Traceback" not in res.stderr

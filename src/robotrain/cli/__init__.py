@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -81,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robotrain: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # Writers replace files atomically, so a full disk loses nothing; wherever it strikes,
+        # say so in one line rather than a traceback.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"robotrain: error: {where}no space left on device; free some space and run again", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

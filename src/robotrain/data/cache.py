@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -228,6 +230,7 @@ def build_cache(
     except OSError as exc:
         raise ConfigError(f"cannot create the cache directory: {exc.strerror}", root_dir) from exc
     remove_dead_builds(root_dir, key)
+    _check_free_space(root_dir, shapes)
     total_work = meta.total_frames * len(meta.camera_keys)
     if num_workers is None:
         num_workers = 0 if total_work < _MIN_FRAMES_FOR_POOL else (os.cpu_count() or 1)
@@ -238,6 +241,7 @@ def build_cache(
         for cam, shape in shapes.items():
             npy = tmp / f"{cam}.npy"
             np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape).flush()
+            _reserve_blocks(npy)
             native = meta.camera_shape(cam)[:2]
             for ep in meta.episodes:
                 span = ep.videos[cam]
@@ -261,6 +265,31 @@ def build_cache(
     return FrameCache(root_dir / key, shapes)
 
 
+def _check_free_space(root_dir: Path, shapes: dict[str, tuple[int, int, int, int]]) -> None:
+    """Refuse before decoding anything when the cache cannot fit: a 300-episode dataset at
+    240x320 is tens of GB, and finding out after an hour of decoding helps nobody."""
+    needed = sum(int(np.prod(shape)) for shape in shapes.values())
+    free = shutil.disk_usage(root_dir).free
+    if needed > free:
+        raise RobotrainError(
+            f"the frame cache needs {needed / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB is free; "
+            f"free some space (`robotrain dataset caches --prune`) or put the cache on a disk with "
+            f"room (--cache-dir or ${CACHE_DIR_ENV})", root_dir)
+
+
+def _reserve_blocks(npy: Path) -> None:
+    """Allocate the file's disk blocks now. The workers write through a memory map, and a
+    write into a sparse file on a full disk is not an error but a SIGBUS that kills the
+    writer; with the blocks reserved, a disk that fills up raises ENOSPC here instead."""
+    with open(npy, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise  # ENOSPC: atomic_directory removes the partial build and says so
+            log.debug("cannot preallocate %s (%s); relying on the free-space check", npy, exc)
+
+
 def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool, meta: DatasetMeta) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -279,10 +308,22 @@ def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool,
             for task in tasks:
                 handle(_decode_task(task))
             return
+        # An executor, not mp.Pool: a worker that dies (the OOM killer, a signal) breaks the
+        # executor with an error, where a Pool would wait forever for the lost task.
         ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/arrow threads
-        with ctx.Pool(min(num_workers, len(tasks)), initializer=_init_decode_worker) as pool:
-            for result in pool.imap_unordered(_decode_task, tasks):
-                handle(result)
+        with cf.ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=ctx,
+                                    initializer=_init_decode_worker) as pool:
+            futures = [pool.submit(_decode_task, task) for task in tasks]
+            try:
+                for future in cf.as_completed(futures):
+                    handle(future.result())
+            except cf.process.BrokenProcessPool as exc:
+                raise RobotrainError(
+                    "a frame-decoding process died (killed by the system, out of memory?); "
+                    "nothing was cached, run the command again", meta.root) from exc
+            finally:
+                for future in futures:
+                    future.cancel()
 
 
 def ensure_cache(

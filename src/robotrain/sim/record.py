@@ -268,6 +268,9 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
         stopped = stop.stopped_error()
         if stopped is not None and not isinstance(exc, RecordingStopped):
             raise stopped from exc
+        if isinstance(exc, cf.process.BrokenProcessPool):
+            raise SimulationError("a recording process died (killed by the system, out of memory?); "
+                                  "the partial dataset was removed, run the command again", out) from exc
         raise
     finally:
         shutil.rmtree(frame_dir, ignore_errors=True)
