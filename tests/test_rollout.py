@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from robotrain.constants import OBS_STATE, SO101_TASK, TASK
-from robotrain.errors import ConfigError
+from robotrain.errors import ConfigError, SimulationError
 from robotrain.rollout import evaluate_in_sim, resize_images
 
 FAKE_ID = "robotrain_test/FakeSO101-v0"
@@ -205,6 +205,22 @@ def test_same_step_autoreset_vector_env() -> None:
         assert int(obs[FRONT][0, 0, 0, 0]) == 20  # seed 2's camera, not a new episode's
     finally:
         batch.close()
+
+
+@pytest.mark.slow  # spawns 2 env processes
+def test_a_dead_sim_process_is_an_error_not_a_traceback() -> None:
+    """What the OOM killer does to one env worker in the middle of an evaluation."""
+    from robotrain.rollout import _EnvBatch
+
+    env = gym.vector.AsyncVectorEnv([FakeSO101, FakeSO101], context="spawn")
+    batch = _EnvBatch(env, vector=True)
+    obs = batch.reset([2, 3])
+    env.processes[0].kill()
+    env.processes[0].join(timeout=30)
+    with pytest.raises(SimulationError, match="simulation process died"):
+        batch.step(obs[OBS_STATE] + 1.0)
+    batch.close()  # ends the other worker instead of failing on the dead one's pipe
+    assert not any(p.is_alive() for p in env.processes)
 
 
 def test_expert_replay_succeeds_in_the_real_sim(tmp_path: Path) -> None:

@@ -18,10 +18,11 @@ Example (once a checkpoint exists):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ class _EnvBatch:
 
     def reset(self, seeds: list[int]) -> dict[str, np.ndarray]:
         if self.vector:
-            obs, _ = self.env.reset(seed=seeds)
+            with _sim_process_deaths_as_errors():
+                obs, _ = self.env.reset(seed=seeds)
             return dict(obs)
         obs, _ = self.env.reset(seed=seeds[0])
         return {k: np.asarray(v)[None] for k, v in obs.items()}
@@ -71,7 +73,8 @@ class _EnvBatch:
             obs, rew, term, trunc, info = self.env.step(actions[0])
             stacked = {k: np.asarray(v)[None] for k, v in obs.items()}
             return stacked, np.array([float(rew)]), np.array([bool(term or trunc)]), [dict(info)]
-        obs, rew, term, trunc, info = self.env.step(actions)
+        with _sim_process_deaths_as_errors():
+            obs, rew, term, trunc, info = self.env.step(actions)
         done = np.logical_or(term, trunc)
         obs = dict(obs)
         final_obs = info.get("final_obs", info.get("final_observation"))
@@ -84,7 +87,24 @@ class _EnvBatch:
         return obs, np.asarray(rew, dtype=float), done, _split_vector_info(info, self.num_envs, done)
 
     def close(self) -> None:
-        self.env.close()
+        if not self.vector:
+            self.env.close()
+            return
+        try:
+            self.env.close()
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            self.env.close(terminate=True)  # a worker is gone: end the others without asking
+
+
+@contextlib.contextmanager
+def _sim_process_deaths_as_errors() -> Iterator[None]:
+    """A vector env whose worker process died (OOM killer, a signal) shows it as a broken
+    pipe on the next step; say what happened instead."""
+    try:
+        yield
+    except (BrokenPipeError, EOFError, ConnectionResetError) as exc:
+        raise SimulationError("a simulation process died (killed by the system, out of memory?); "
+                              "no results were written, run the evaluation again") from exc
 
 
 def _split_vector_info(info: Mapping[str, Any], n: int, done: np.ndarray) -> list[dict[str, Any]]:
