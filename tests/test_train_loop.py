@@ -126,6 +126,27 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
     assert sorted(p.name for p in ckpts.iterdir()) == ["000003", "last"]
 
 
+def test_a_killed_data_worker_stops_with_the_resume_command(tmp_path, monkeypatch) -> None:
+    """The OOM killer takes a DataLoader worker: one clear error, the last checkpoint kept."""
+    get = train_helpers.SyntheticDataset.__getitem__
+    fetched = {"n": 0}  # counted in the (forked) worker
+
+    def dies_at_the_sixth_batch(self, i):
+        fetched["n"] += 1
+        if fetched["n"] == 11:  # 2 per batch; prefetching stays 2 batches ahead, so step 3 is saved
+            os.kill(os.getpid(), signal.SIGKILL)
+        return get(self, i)
+
+    monkeypatch.setattr(train_helpers.SyntheticDataset, "__getitem__", dies_at_the_sixth_batch)
+    with pytest.raises(TrainingError, match=r"DataLoader worker .*last good checkpoint: .*000003; "
+                                            r"continue with: robotrain train --resume --output-dir"):
+        run(tmp_path, "--steps", "12", "--num-workers", "1")
+    monkeypatch.undo()
+    train_helpers.register()
+    run(tmp_path, "--steps", "12", "--num-workers", "1", "--resume")
+    assert (tmp_path / "run" / "checkpoints" / "last").resolve().name == "000012"
+
+
 def test_overfits_a_tiny_dataset(tmp_path) -> None:
     source = SyntheticSource(n_episodes=2, length=6, n_val=1)
     run_dir = run(tmp_path, "--steps", "120", "--log-freq", "10", "--save-freq", "0", "--policy.hidden_dim", "64",

@@ -137,12 +137,20 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
                         drop_last=True, pin_memory=pin_memory, generator=generator,
                         persistent_workers=config.num_workers > 0, worker_init_fn=_ignore_sigterm)
     epoch, offset = divmod(start_step, per_epoch)
-    while True:
-        sampler.set_epoch(epoch)
-        skipper.skip = offset * config.batch_size
-        generator.manual_seed(config.seed + epoch)
-        yield from loader
-        epoch, offset = epoch + 1, 0
+    try:
+        while True:
+            sampler.set_epoch(epoch)
+            skipper.skip = offset * config.batch_size
+            generator.manual_seed(config.seed + epoch)
+            yield from loader
+            epoch, offset = epoch + 1, 0
+    finally:
+        # Persistent workers live in the loader's iterator until it is garbage-collected,
+        # and a traceback can keep it alive: end them now. Left registered, a dead worker
+        # makes torch raise again on every later SIGCHLD of this process.
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
 
 
 def _ignore_sigterm(worker_id: int) -> None:
@@ -502,7 +510,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         # --- the loop ---------------------------------------------------------------------
         interval, step = Interval(), start_step
         policy.train()
-        with StopRequest() as stop, progress_bar(rt.is_main, config.steps, start_step) as progress:
+        with (StopRequest() as stop, progress_bar(rt.is_main, config.steps, start_step) as progress,
+              _data_worker_deaths_as_errors(checkpointer, run_dir, config.num_workers)):
             for step in range(start_step + 1, config.steps + 1):
                 is_log_step = step % config.log_freq == 0 or step == config.steps
                 is_eval_step = val_ds is not None and config.eval_freq > 0 and (
@@ -572,6 +581,25 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
             model = None
             gc.collect()
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _data_worker_deaths_as_errors(checkpointer: Checkpointer, run_dir: Path, num_workers: int) -> Iterator[None]:
+    """A DataLoader worker killed (the OOM killer, a signal) shows as a RuntimeError raised by
+    torch's SIGCHLD handler wherever the main thread happens to be, or as a reset connection
+    when the batch it was handing over is fetched; say what happened and how to go on."""
+    try:
+        yield
+    except (RuntimeError, ConnectionError, EOFError) as exc:
+        if isinstance(exc, RuntimeError) and not str(exc).startswith("DataLoader worker"):
+            raise
+        if not isinstance(exc, RuntimeError) and num_workers == 0:
+            raise
+        what = str(exc).strip() if isinstance(exc, RuntimeError) else f"a DataLoader worker died ({exc})"
+        last = checkpointer.last()
+        then = (f"last good checkpoint: {last}; continue with: robotrain train --resume --output-dir {run_dir}"
+                if last is not None else "no checkpoint was saved yet; run the command again")
+        raise TrainingError(f"{what} (out of memory? fewer --num-workers use less); {then}") from exc
 
 
 def _emit(progress: Any, line: str) -> None:
