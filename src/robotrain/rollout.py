@@ -104,7 +104,7 @@ def _sim_process_deaths_as_errors() -> Iterator[None]:
         yield
     except (BrokenPipeError, EOFError, ConnectionResetError) as exc:
         raise SimulationError("a simulation process died (killed by the system, out of memory?); "
-                              "no results were written, run the evaluation again") from exc
+                              "no eval_info.json was written, run the evaluation again") from exc
 
 
 def _split_vector_info(info: Mapping[str, Any], n: int, done: np.ndarray) -> list[dict[str, Any]]:
@@ -443,6 +443,9 @@ def evaluate_in_sim(
     except BaseException:
         for rec in recorders.values():
             rec.abort()
+        if out is not None:
+            with contextlib.suppress(OSError):  # only if empty: finished videos stay
+                (out / "videos").rmdir()
         raise
     finally:
         envs.close()
