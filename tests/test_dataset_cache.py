@@ -269,6 +269,27 @@ def test_cli_caches_prune_dry_run_then_prune(lerobot_fixtures: Path, tmp_path: P
     assert alone.returncode == 2 and "go with --prune" in alone.stderr
 
 
+def test_prune_never_touches_what_is_not_a_cache(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    """--cache-dir pointed at the wrong folder: its datasets, runs and notes stay."""
+    from robotrain.data.cache_admin import list_caches, prunable, remove
+
+    wrong = tmp_path / "work"
+    writable_copy(lerobot_fixtures / V30, wrong / "my_dataset")
+    (wrong / "notes").mkdir()
+    (wrong / "notes" / "todo.txt").write_text("keep me")
+    hexname = wrong / "0123456789abcdef01234567"  # named like a cache, but holds a folder
+    (hexname / "sub").mkdir(parents=True)
+    hidden = wrong / ".0123456789abcdef01234567.tmp-mine"  # a build's name, but a file
+    hidden.write_text("keep me too")
+    old = time.time() - 7200
+    os.utime(hidden, (old, old))
+    before = sorted(str(p.relative_to(wrong)) for p in wrong.rglob("*"))
+    entries = list_caches(wrong)
+    assert entries == []
+    remove(prunable(entries), wrong)
+    assert sorted(str(p.relative_to(wrong)) for p in wrong.rglob("*")) == before
+
+
 @pytest.mark.parametrize("mode", ["resize", "pad"])
 def test_cache_at_native_size_copies_frames_exactly(mode: str) -> None:
     from robotrain.data.video import resize_uint8

@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/robotrain/frames")
 CACHE_FORMAT_VERSION = 1
 COMPLETE_MARKER = "complete.json"
 BUILDER_PID_FILE = "builder.pid"
+CACHE_KEY_LENGTH = 24  # hex digits of the sha256 that name a cache
 _RESIZE_BATCH = 32  # frames resized together in a worker
 # Below this many frames (all cameras), worker processes cost more than they save.
 _MIN_FRAMES_FOR_POOL = 2000
@@ -106,7 +108,7 @@ def cache_key(meta: DatasetMeta, image_size: tuple[int, int] | None, resize_mode
     for path in sorted(set(meta.data_files()) | set(meta.video_files())):
         st = path.stat()
         h.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:24]
+    return h.hexdigest()[:CACHE_KEY_LENGTH]
 
 
 def _expected_shapes(meta: DatasetMeta, image_size: tuple[int, int] | None) -> dict[str, tuple[int, int, int, int]]:
@@ -150,8 +152,10 @@ def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, 
 
 def remove_dead_builds(cache_dir: Path, key: str) -> None:
     """Temporary directories of builds whose process is gone (killed) are removed; `key`
-    may be "*" for every key."""
+    may be "*" for every key (only names of the form `.<24 hex digits>.tmp-*` are touched)."""
     for tmp in cache_dir.glob(f".{key}.tmp-*"):
+        if not re.fullmatch(r"\.[0-9a-f]{%d}\.tmp-.*" % CACHE_KEY_LENGTH, tmp.name) or not tmp.is_dir():
+            continue
         try:
             pid: int | None = int((tmp / BUILDER_PID_FILE).read_text())
         except (OSError, ValueError):

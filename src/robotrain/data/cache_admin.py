@@ -18,15 +18,25 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from robotrain.data.cache import COMPLETE_MARKER, cache_key, remove_dead_builds, resolve_cache_dir
+from robotrain.data.cache import (
+    BUILDER_PID_FILE,
+    CACHE_KEY_LENGTH,
+    COMPLETE_MARKER,
+    cache_key,
+    remove_dead_builds,
+    resolve_cache_dir,
+)
 from robotrain.data.format import load_meta
 from robotrain.errors import RobotrainError
 
 OK, STALE, ORPHANED, BROKEN = "ok", "stale", "orphaned", "broken"
+CACHE_KEY_PATTERN = re.compile(r"[0-9a-f]{%d}" % CACHE_KEY_LENGTH)
+CACHE_FILES = {COMPLETE_MARKER, BUILDER_PID_FILE}
 STATUS_HELP = {
     OK: "its dataset is unchanged",
     STALE: "its dataset has changed since (a new cache is built for it)",
@@ -62,14 +72,27 @@ def _status(info: dict, key: str) -> str:
     return OK if current == key else STALE
 
 
+def looks_like_cache(path: Path) -> bool:
+    """A folder named like a cache key holding only a cache's files. Anything else in the
+    cache dir (a dataset, a run, notes: the dir may be set to the wrong place) is not ours
+    and is never listed, so never pruned."""
+    if not CACHE_KEY_PATTERN.fullmatch(path.name) or not path.is_dir():
+        return False
+    try:
+        return all(f.is_file() and (f.suffix == ".npy" or f.name in CACHE_FILES) for f in path.iterdir())
+    except OSError:
+        return False
+
+
 def list_caches(cache_dir: str | Path | None = None) -> list[CacheEntry]:
     """Every cache under `cache_dir` (default: $ROBOTRAIN_CACHE_DIR or ~/.cache/...),
-    least recently used first. Builds in progress (hidden temporary dirs) are not listed."""
+    least recently used first. Builds in progress (hidden temporary dirs) are not listed,
+    nor is anything that is not a cache (`looks_like_cache`)."""
     root = resolve_cache_dir(cache_dir)
     if not root.is_dir():
         return []
     entries = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for path in sorted(p for p in root.iterdir() if looks_like_cache(p)):
         marker = path / COMPLETE_MARKER
         try:
             info = json.loads(marker.read_text())
