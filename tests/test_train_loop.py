@@ -15,7 +15,7 @@ import torch
 
 from robotrain.checkpoint import check_complete
 from robotrain.configuration import parse_train_config
-from robotrain.errors import ConfigError, TrainingError, TrainingStopped
+from robotrain.errors import ConfigError, RobotrainError, TrainingError, TrainingStopped
 from robotrain.train import train
 
 import train_helpers
@@ -145,6 +145,23 @@ def test_a_killed_data_worker_stops_with_the_resume_command(tmp_path, monkeypatc
     train_helpers.register()
     run(tmp_path, "--steps", "12", "--num-workers", "1", "--resume")
     assert (tmp_path / "run" / "checkpoints" / "last").resolve().name == "000012"
+
+
+def test_a_second_training_in_the_same_run_dir_is_refused(tmp_path) -> None:
+    """Two writers would interleave metrics.jsonl and point `last` at either's checkpoint."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from robotrain.io_utils import lock_folder; from robotrain.train import RUN_LOCK;"
+        "h = lock_folder(sys.argv[1], RUN_LOCK, 'x'); print('locked', flush=True); time.sleep(60)"),
+        str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RobotrainError, match=rf"in use by another process \(pid {holder.pid}\)"):
+            run(tmp_path, "--steps", "2")
+        assert not (tmp_path / "run" / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run(tmp_path, "--steps", "2")  # the holder is gone: its lock went with it
 
 
 def test_overfits_a_tiny_dataset(tmp_path) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from robotrain.errors import RobotrainError
 
@@ -103,3 +104,29 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def lock_folder(folder: str | Path, lock_name: str, what: str) -> IO[str]:
+    """Take `folder/lock_name` exclusively for this process (created, holds our pid) and
+    return it open: closing it, or the process dying, releases it. A second process that
+    asks gets an error naming the holder's pid instead of writing into the same files
+    (two trainings in one run dir interleave their metrics and checkpoints)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / lock_name, "a+")  # noqa: SIM115 - the caller holds it open
+    except OSError as exc:
+        _raise_disk_error(exc, folder)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise RobotrainError(f"{what} is in use by another process (pid {holder}); wait for it to end or "
+                             f"choose another folder", folder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -45,12 +45,15 @@ from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluate import batch_to_device, offline_action_error
-from robotrain.io_utils import atomic_write_json, atomic_write_text
+from robotrain.io_utils import atomic_write_json, atomic_write_text, lock_folder
 from robotrain.optim import make_optimizer, make_scheduler
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
 from robotrain.signals import SigtermHandler
 
 logger = logging.getLogger(__name__)
+
+RUN_LOCK = ".train.lock"
+"""Held by the training process in its run dir (`io_utils.lock_folder`): one writer per run."""
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -462,6 +465,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
     rt = setup_runtime(config)
     batches: Iterator[dict[str, Any]] | None = None
     metrics: MetricsLogger | None = None
+    run_lock: IO[str] | None = None
     model: torch.nn.Module | None = None
     try:
         # --- setup: data meta, policy, optimizer, run dir, resume --------------------------
@@ -479,6 +483,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         optimizer = make_optimizer(policy)
         scheduler = make_scheduler(optimizer, policy.config)
         run_dir = resolve_run_dir(config, rt)
+        if rt.is_main:
+            run_lock = lock_folder(run_dir, RUN_LOCK, "this run directory")
         config = dataclasses.replace(config, output_dir=str(run_dir))
         checkpointer = Checkpointer(run_dir, config.save_freq, config.steps, config.keep_last)
         seed_everything(config.seed + rt.rank)  # dropout differs per process, the same on every run
@@ -571,6 +577,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
     finally:
         if metrics is not None:
             metrics.close()
+        if run_lock is not None:
+            run_lock.close()
         if batches is not None:
             batches.close()  # type: ignore[attr-defined]
         if rt.distributed and dist.is_initialized():
