@@ -86,3 +86,28 @@ def test_a_full_disk_anywhere_is_one_line_not_a_traceback(code: int, caught: boo
     assert main(["dataset", "info", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"robotrain: error: {tmp_path / 'x.npy'}: no space left on device; free some space and run again")
+
+
+def test_atomic_writes_refuse_to_destroy_what_they_cannot_write(tmp_path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RobotrainError, match="is a file, not a folder") as exc:
+        atomic_write_json(tmp_path / "afile" / "sub" / "x.json", {})
+    assert exc.value.path == tmp_path / "afile"
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(RobotrainError, match="not a regular file"):
+        atomic_write_json(tmp_path / "adir", {})
+    os.mkfifo(tmp_path / "fifo")  # stands for a device node such as /dev/full
+    with pytest.raises(RobotrainError, match="not a regular file"):
+        atomic_write_json(tmp_path / "fifo", {})
+    with pytest.raises(RobotrainError, match="not a folder"):
+        with atomic_directory(tmp_path / "afile"):
+            pass
+    assert (tmp_path / "afile").read_text() == "x" and (tmp_path / "adir").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "fifo"]
+
+
+def test_atomic_write_through_a_symlink_keeps_the_link(tmp_path) -> None:
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to("real.json")
+    atomic_write_json(tmp_path / "link.json", {"v": 2})
+    assert (tmp_path / "link.json").is_symlink() and '"v": 2' in (tmp_path / "real.json").read_text()

@@ -287,6 +287,17 @@ def test_overwrite_replaces_only_on_finalize(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
+def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path):
+    run = tmp_path / "run"  # e.g. a training run given as --out by mistake
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(WriterInputError, match="not a LeRobot dataset"):
+        DatasetWriter(run, camera_shapes=CAMS, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "metrics.jsonl"]
+    (tmp_path / "empty").mkdir()
+    DatasetWriter(tmp_path / "empty", camera_shapes=CAMS, overwrite=True).abort()  # an empty folder may go
+
+
 def test_av1_falls_back_to_h264(tmp_path, monkeypatch):
     real = writer_mod.probe_encoder
     monkeypatch.setattr(writer_mod, "probe_encoder",

@@ -41,14 +41,40 @@ def _current_umask() -> int:
     return mask
 
 
+def make_folder(folder: str | Path) -> Path:
+    """`mkdir -p`, with the error a user can act on when a file stands in the way."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise RobotrainError("is a file, not a folder; choose another output path", blocker) from None
+    except OSError as exc:
+        _raise_disk_error(exc, folder)
+    return folder
+
+
+def _replaceable(path: Path, kind: str) -> Path:
+    """The path an atomic write replaces: a symlink's target (the link survives), and only
+    what is already of the same kind: renaming over a device node, a folder or a file
+    of the other kind would destroy it, not write to it."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    is_kind = path.is_file() if kind == "file" else path.is_dir()
+    if path.exists() and not is_kind:
+        raise RobotrainError(f"exists and is not a {'regular file' if kind == 'file' else 'folder'}; "
+                             f"choose another output path", path)
+    make_folder(path.parent)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it over `path`.
 
     On any error the temporary file is removed and `path` keeps its old content.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _replaceable(Path(path), "file")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -86,8 +112,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     An existing `path` is replaced only after the new one is complete. A killed process
     leaves only a `.<name>.tmp-*` directory, which never looks complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _replaceable(Path(path), "folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
@@ -111,9 +136,8 @@ def lock_folder(folder: str | Path, lock_name: str, what: str) -> IO[str]:
     return it open: closing it, or the process dying, releases it. A second process that
     asks gets an error naming the holder's pid instead of writing into the same files
     (two trainings in one run dir interleave their metrics and checkpoints)."""
-    folder = Path(folder)
+    folder = make_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / lock_name, "a+")  # noqa: SIM115 - the caller holds it open
     except OSError as exc:
         _raise_disk_error(exc, folder)

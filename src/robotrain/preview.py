@@ -23,7 +23,7 @@ import numpy as np
 
 from robotrain.constants import ACTION, OBS_STATE, SO101_JOINT_NAMES, TIMESTAMP
 from robotrain.errors import DatasetError
-from robotrain.io_utils import atomic_path
+from robotrain.io_utils import atomic_path, make_folder
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,7 @@ def preview_episode(
     task = str(tasks[0]) if isinstance(tasks, (list, tuple)) and tasks else ""
     title = f"{root.name} episode {episode} ({n} frames, {meta.fps} fps) {task}".strip()
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     paths: dict[str, Path] = {}
     if cams:
         paths["frames"] = out / f"episode_{episode:06d}_frames.png"

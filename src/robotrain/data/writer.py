@@ -516,6 +516,10 @@ class DatasetWriter:
         self.root = Path(root)
         if self.root.exists() and not overwrite:
             raise WriterInputError("already exists; choose a new directory (or pass overwrite=True)", self.root)
+        if overwrite and self.root.is_dir() and any(self.root.iterdir()) and not (self.root / INFO_PATH).is_file():
+            # --overwrite replaces a dataset; a run dir or a home folder given by mistake is not one
+            raise WriterInputError("exists and is not a LeRobot dataset (no meta/info.json); overwrite only "
+                                   "replaces a dataset, choose a new directory", self.root)
         if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps <= 0:
             raise _bad("fps", f"must be a positive integer, got {fps!r}")
         self.fps = int(fps)
