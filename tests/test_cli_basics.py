@@ -111,3 +111,27 @@ def test_atomic_write_through_a_symlink_keeps_the_link(tmp_path) -> None:
     (tmp_path / "link.json").symlink_to("real.json")
     atomic_write_json(tmp_path / "link.json", {"v": 2})
     assert (tmp_path / "link.json").is_symlink() and '"v": 2' in (tmp_path / "real.json").read_text()
+
+
+def test_an_error_from_a_dataloader_worker_is_printed_without_its_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    import robotrain.cli.dataset as dataset_cli
+
+    class Corrupt(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int):
+            raise DatasetError("moov atom not found", "/data/videos/file-000.mp4")
+
+    def loads_in_a_worker(args) -> int:
+        next(iter(DataLoader(Corrupt(), num_workers=1)))
+        return 0
+
+    monkeypatch.setattr(dataset_cli, "run_info", loads_in_a_worker)
+    assert main(["dataset", "info", "x"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "robotrain: error: /data/videos/file-000.mp4: moov atom not found")

@@ -166,6 +166,13 @@ def test_bad_inputs_name_the_file(tmp_path: Path, two_runs: tuple[Path, Path]) -
     (bad_cfg / "config.json").write_text("{")
     with pytest.raises(RobotrainError, match="config.json: not valid JSON"):
         load_run(bad_cfg)
+    (bad_cfg / "config.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(RobotrainError, match="config.json: not UTF-8 text"):
+        load_run(bad_cfg)
+    (bad_cfg / "config.json").write_text("{}")
+    (bad_cfg / "metrics.jsonl").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(RobotrainError, match="metrics.jsonl: not UTF-8 text"):
+        load_run(bad_cfg)
 
     bad_eval = make_run(tmp_path, "badeval", "act", 8, [], successes=[True])
     (bad_eval / "eval" / "eval_info.json").write_text(json.dumps({"aggregated": {}}))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from robotrain import checkpoint as ckpt
 from robotrain.checkpoint import Checkpointer, load_policy
 from robotrain.configuration import to_dict
-from robotrain.errors import CheckpointError
+from robotrain.errors import CheckpointError, RobotrainError
 from robotrain.optim import make_optimizer, make_scheduler
 from robotrain.policies import PolicyFeatures
 
@@ -132,6 +132,50 @@ def test_last_pointer_file_when_symlinks_fail(tmp_path, monkeypatch) -> None:
     last = checkpointer.dir / "last"
     assert last.is_file() and not last.is_symlink() and last.read_text().strip() == "000004"
     assert checkpointer.last() == (checkpointer.dir / "000004").resolve()
+
+
+def test_a_full_disk_inside_safetensors_is_a_disk_error(tmp_path, monkeypatch) -> None:
+    """The Rust writer reports ENOSPC as a SafetensorError; it must read as a full disk."""
+    from safetensors import SafetensorError
+
+    from robotrain import io_utils
+
+    source, policy, optimizer, checkpointer, first = save(tmp_path, step=2)
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(RobotrainError, match="no space left on device; nothing was overwritten"):
+        checkpointer.save(4, policy, optimizer, None, source.meta.stats, {})
+    assert sorted(p.name for p in checkpointer.dir.iterdir()) == ["000002", "last"]
+    monkeypatch.setattr("safetensors.torch.save_file",
+                        lambda *a, **k: (_ for _ in ()).throw(SafetensorError("header too large")))
+    with pytest.raises(SafetensorError, match="header too large"):  # not an I/O error: left as it is
+        io_utils.write_safetensors({}, tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("training_state/training_step.json", b'{"step": "two"}', "'step' must be a non-negative integer"),
+    ("training_state/training_step.json", b'{"step": -1}', "'step' must be a non-negative integer"),
+    ("training_state/training_step.json", b"[2]", "'step' must be a non-negative integer"),
+])
+def test_damaged_json_in_a_checkpoint_names_the_file(tmp_path, name, content, message) -> None:
+    _, _, _, checkpointer, path = save(tmp_path)
+    (path / name).write_bytes(content)
+    fresh = make(SyntheticSource())
+    with pytest.raises(CheckpointError, match=message) as exc:
+        checkpointer.resume(fresh, make_optimizer(fresh), None)
+    assert exc.value.path == path / name
+
+
+def test_a_config_json_that_is_not_text_names_the_file(tmp_path) -> None:
+    _, _, _, _, path = save(tmp_path)
+    (path / "pretrained_model" / "config.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(CheckpointError, match="unreadable JSON: 'utf-8' codec") as exc:
+        load_policy(path / "pretrained_model")
+    assert exc.value.path == path / "pretrained_model" / "config.json"
 
 
 def test_training_state_round_trip(tmp_path) -> None:

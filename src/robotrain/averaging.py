@@ -23,13 +23,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch import Tensor
 
 from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_policy, state_dict_mismatch
 from robotrain.constants import PRETRAINED_MODEL_DIR
 from robotrain.errors import CheckpointError, ConfigError
-from robotrain.io_utils import atomic_directory
+from robotrain.io_utils import atomic_directory, write_safetensors
 from robotrain.normalize import Normalizer
 from robotrain.policies.base import Policy
 from robotrain.reexpress import reexpress_state_dict
@@ -104,7 +103,7 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path,
     with atomic_directory(out) as tmp:
         tmp.chmod(0o755)
         shutil.copytree(dirs[0], tmp / PRETRAINED_MODEL_DIR)
-        save_file(averaged, str(tmp / PRETRAINED_MODEL_DIR / MODEL_SAFETENSORS), metadata={"format": "pt"})
+        write_safetensors(averaged, str(tmp / PRETRAINED_MODEL_DIR / MODEL_SAFETENSORS), metadata={"format": "pt"})
         provenance = {
             "reference": str(dirs[0].resolve()),
             "sources": [{"checkpoint": str(d.resolve()), "weight": w, "reexpressed": c}

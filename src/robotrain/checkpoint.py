@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from robotrain import configuration
 from robotrain.constants import (
@@ -56,7 +56,7 @@ from robotrain.constants import (
     is_image_key,
 )
 from robotrain.errors import CheckpointError, ConfigError, RobotrainError
-from robotrain.io_utils import atomic_directory, atomic_path
+from robotrain.io_utils import atomic_directory, atomic_path, write_safetensors
 from robotrain.normalize import unflatten_stats
 from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
 from robotrain.reexpress import io_features, reexpress_state_dict
@@ -159,8 +159,8 @@ def _write_processors(dest: Path, config_json: Mapping[str, Any], stats: Mapping
     flat = flatten_stats(stats)
     (dest / PREPROCESSOR_JSON).write_text(json.dumps(pre, indent=2) + "\n")
     (dest / POSTPROCESSOR_JSON).write_text(json.dumps(post, indent=2) + "\n")
-    save_file(flat, str(dest / PREPROCESSOR_STATS))
-    save_file(flat, str(dest / POSTPROCESSOR_STATS))
+    write_safetensors(flat, str(dest / PREPROCESSOR_STATS))
+    write_safetensors(flat, str(dest / POSTPROCESSOR_STATS))
 
 
 def flatten_stats(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -195,7 +195,7 @@ def save_pretrained(dest: Path, policy: Policy, stats: Mapping[str, Mapping[str,
     """Write a complete `pretrained_model/` directory into `dest` (already created)."""
     config_json = policy_config_to_lerobot(policy.config, policy.features)
     (dest / CONFIG_JSON).write_text(json.dumps(config_json, indent=4) + "\n")
-    save_file(_unshared(policy.state_dict()), str(dest / MODEL_SAFETENSORS), metadata={"format": "pt"})
+    write_safetensors(_unshared(policy.state_dict()), str(dest / MODEL_SAFETENSORS), metadata={"format": "pt"})
     _write_processors(dest, config_json, stats)
     if train_config is not None:
         # train_config.json must stay loadable by LeRobot's TrainPipelineConfig (draccus
@@ -230,7 +230,7 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError("missing file", path) from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise CheckpointError(f"unreadable JSON: {exc}", path) from None
 
 
@@ -421,12 +421,12 @@ def save_training_state(dest: Path, step: int, optimizer: torch.optim.Optimizer,
     for param_id, per_param in opt["state"].items():
         for name, value in per_param.items():
             tensors[f"{param_id}.{name}"] = torch.as_tensor(value)
-    save_file(_unshared(tensors), str(dest / OPTIMIZER_STATE))
+    write_safetensors(_unshared(tensors), str(dest / OPTIMIZER_STATE))
     (dest / OPTIMIZER_PARAM_GROUPS).write_text(json.dumps(configuration.to_dict(opt["param_groups"]), indent=4))
     sched = scheduler.state_dict() if scheduler is not None else {}
     sched = {k: v for k, v in sched.items() if k != "lr_lambdas"}
     (dest / SCHEDULER_STATE).write_text(json.dumps(configuration.to_dict(sched), indent=4))
-    save_file(rng_state(), str(dest / RNG_STATE))
+    write_safetensors(rng_state(), str(dest / RNG_STATE))
     (dest / TRAINING_STEP).write_text(json.dumps({"step": step}, indent=4))
 
 
@@ -457,7 +457,11 @@ def load_training_state(src: Path, optimizer: torch.optim.Optimizer,
         sched["lr_lambdas"] = [None] * len(current)
         scheduler.load_state_dict(sched)
     set_rng_state(_read_safetensors(src / RNG_STATE))
-    return int(_read_json(src / TRAINING_STEP)["step"])
+    step = _read_json(src / TRAINING_STEP)
+    step = step.get("step") if isinstance(step, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"'step' must be a non-negative integer, got {step!r}", src / TRAINING_STEP)
+    return step
 
 
 # --- the component that owns checkpointing ---------------------------------------------------

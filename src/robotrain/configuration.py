@@ -255,7 +255,7 @@ def load_json_config(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise ConfigError(f"cannot read config file: {exc}", path) from None
     if not isinstance(data, dict):
         raise ConfigError("config file must hold a JSON object", path)

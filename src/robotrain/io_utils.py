@@ -8,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,9 +31,31 @@ def process_exists(pid: int) -> bool:
 
 
 def _raise_disk_error(exc: OSError, path: Path) -> None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    reason = exc.strerror or str(exc)
+    codes = [exc.errno]
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):  # copytree's list
+        whys = [why for *_, why in exc.args[0]]
+        codes += [getattr(why, "errno", None) for why in whys]
+        reason = f"{whys[0]}" + (f" (and {len(whys) - 1} more)" if len(whys) > 1 else "") if whys else reason
+    if any(code in (errno.ENOSPC, errno.EDQUOT) for code in codes) or "No space left" in reason:
         raise RobotrainError("no space left on device; nothing was overwritten", path) from exc
-    raise RobotrainError(f"cannot write: {exc.strerror or exc}", path) from exc
+    raise RobotrainError(f"cannot write: {reason}", path) from exc
+
+
+def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, with its I/O failures as OSError: the Rust writer
+    reports a full disk as a SafetensorError ("Os { code: 28 ... }"), which the atomic
+    writers would otherwise not recognise as a disk error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as exc:
+        code = re.search(r"Os \{ code: (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from exc
 
 
 def _current_umask() -> int:

@@ -113,6 +113,8 @@ class RunData:
 def _read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RobotrainError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     except OSError as exc:
         raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
     try:
@@ -249,6 +251,8 @@ def load_metrics_jsonl(path: Path) -> tuple[list[dict[str, float]], list[dict[st
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise RobotrainError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     except OSError as exc:
         raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
     train: list[dict[str, float]] = []
@@ -358,6 +362,8 @@ def parse_lerobot_log(path: Path) -> tuple[list[dict[str, float]], dict[str, Any
     """Training records (our metric names) and facts (batch_size, device) from a console log."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
+    except UnicodeDecodeError as exc:
+        raise RobotrainError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     except OSError as exc:
         raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
     rows: list[dict[str, str]] = []

@@ -16,7 +16,9 @@ import argparse
 import errno
 import importlib
 import logging
+import re
 import sys
+from collections.abc import Callable
 
 from robotrain import __version__
 from robotrain.errors import RobotrainError, Stopped
@@ -55,6 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_worker_traceback(message: str) -> str:
+    """A RobotrainError raised in a DataLoader worker comes back re-created by torch with the
+    worker's whole traceback as its message; keep the error's own last line."""
+    if "Original Traceback (most recent call last)" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return re.sub(r"^[\w.]+(Error|Stopped): ", "", last)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`, else argparse's one-line usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # A subcommand whose flags depend on other flags (train's --policy.<field>) sets
@@ -77,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robotrain: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except RobotrainError as exc:
-        print(f"robotrain: error: {exc}", file=sys.stderr)
+        print(f"robotrain: error: {_without_worker_traceback(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("robotrain: interrupted", file=sys.stderr)

@@ -22,6 +22,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from robotrain.cli import int_at_least
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, nargs="+",
                         help="offline: episode indices (default: every episode); --sim: number of sim episodes "
                              "(default 50)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-samples", type=int, default=0, help="at most N evenly spaced frames (0: all)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=8)
+    parser.add_argument("--max-samples", type=int_at_least(0), default=0,
+                        help="at most N evenly spaced frames (0: all)")
     parser.add_argument("--image-size", help="HxW the frames are resized to (default: the policy's input shape)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--output", help="JSON file for the results (default: <checkpoint>/eval_offline.json)")

@@ -115,8 +115,12 @@ def _read_jsonl(path: Path, required: bool = True) -> list[dict[str, Any]]:
         if required:
             raise DatasetError("missing file (is this a LeRobot v2.1 dataset?)", path)
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

@@ -141,7 +141,7 @@ class FileTokenizer:
                 continue
             try:
                 pad = json.loads(path.read_text()).get("pad_token")
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
                 raise CheckpointError(f"cannot read: {exc}", path) from exc
             if isinstance(pad, dict):
                 pad = pad.get("content")
@@ -202,7 +202,7 @@ def resolve_vlm(config: SmolVLAConfig) -> tuple[dict[str, Any], Path | None]:
         raise ConfigError("not a SmolVLM2 snapshot directory (no config.json)", snapshot)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise ConfigError(f"cannot read SmolVLM2 config: {exc}", path) from exc
     if data.get("model_type") not in ("smolvlm", "idefics3"):
         raise ConfigError(f"model_type is {data.get('model_type')!r}, expected 'smolvlm'", path)
@@ -235,7 +235,7 @@ def _safetensors_files(snapshot: Path) -> list[Path]:
     if index.is_file():
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, json.JSONDecodeError, KeyError) as exc:
+        except (OSError, ValueError, KeyError) as exc:  # ValueError: bad JSON or not UTF-8
             raise CheckpointError(f"cannot read shard index: {exc}", index) from exc
         return [snapshot / s for s in shards]
     raise CheckpointError("no model.safetensors (or index) in the SmolVLM2 snapshot", snapshot)

@@ -162,7 +162,7 @@ class SmolVLAPolicy(Policy):
                 raise CheckpointError("missing in the SmolVLA checkpoint", p)
         try:
             saved = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
             raise CheckpointError(f"cannot read: {exc}", cfg_path) from exc
         if saved.get("type") != "smolvla":
             raise CheckpointError(f"type is {saved.get('type')!r}, expected 'smolvla'", cfg_path)
