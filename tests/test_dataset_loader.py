@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from dataset_helpers import FRONT, V21, V30, WRIST, corrupt, v30_video, writable_copy
+from dataset_helpers import FRONT, V21, V30, WRIST, corrupt, edit_feature, v30_video, writable_copy
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE, pad_key
 from robotrain.data.dataset import LeRobotDataset, split_episodes
@@ -171,6 +172,19 @@ def test_corrupt_mp4_is_a_dataset_error(lerobot_fixtures: Path, tmp_path: Path) 
         LeRobotDataset(root, cache_dir=tmp_path / "cache", progress=False)
     ds = LeRobotDataset(root, use_cache=False)
     with pytest.raises(DatasetError, match="file-000.mp4"):
+        ds[0]
+
+
+def test_frames_of_another_size_than_declared_are_a_dataset_error(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    """Cached or decoded per sample, a video that disagrees with info.json is refused, not resized."""
+    root = writable_copy(lerobot_fixtures / V30, tmp_path / "ds")
+    info = json.loads((root / "meta" / "info.json").read_text())["features"][FRONT]["info"]
+    edit_feature(root, FRONT, shape=[120, 160, 3], info={**info, "video.height": 120, "video.width": 160})
+    declared = "decoded frames are 96x128 but info.json declares 120x160"
+    with pytest.raises(DatasetError, match=declared):
+        LeRobotDataset(root, image_size=(48, 64), cache_dir=tmp_path / "cache", progress=False)
+    ds = LeRobotDataset(root, image_size=(48, 64), use_cache=False)
+    with pytest.raises(DatasetError, match=declared):
         ds[0]
 
 

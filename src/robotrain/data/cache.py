@@ -37,7 +37,14 @@ import numpy as np
 
 from robotrain.constants import TIMESTAMP
 from robotrain.data.format import DatasetMeta, load_frame_table
-from robotrain.data.video import DEFAULT_TOLERANCE_S, RESIZE_MODES, iter_frames_at, padded_size, resize_uint8
+from robotrain.data.video import (
+    DEFAULT_TOLERANCE_S,
+    RESIZE_MODES,
+    check_frame_size,
+    iter_frames_at,
+    padded_size,
+    resize_uint8,
+)
 from robotrain.errors import ConfigError, DatasetError, RobotrainError
 from robotrain.io_utils import atomic_directory, atomic_write_json, process_exists
 
@@ -194,10 +201,7 @@ def _decode_task(task: tuple) -> tuple[int, str | None, str | None]:
                 batch = []
 
         for _, frame in iter_frames_at(video, times, DEFAULT_TOLERANCE_S, threads=threads):
-            if frame.shape[:2] != native:
-                raise DatasetError(
-                    f"decoded frames are {frame.shape[0]}x{frame.shape[1]} but info.json declares "
-                    f"{native[0]}x{native[1]}", video)
+            check_frame_size(frame.shape[:2], native, video)
             batch.append(frame)
             if len(batch) == _RESIZE_BATCH:
                 flush()

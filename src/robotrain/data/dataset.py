@@ -30,7 +30,7 @@ import torch
 from robotrain.constants import OBS_IMAGES_PREFIX, TASK, TASK_INDEX, TIMESTAMP, frame_index_key, pad_key
 from robotrain.data.cache import FrameCache, ensure_cache
 from robotrain.data.format import TIMESTAMP_TOLERANCE_S, DatasetMeta, load_frame_table, load_meta
-from robotrain.data.video import RESIZE_MODES, decode_frames_at, resize_uint8, to_float_chw
+from robotrain.data.video import RESIZE_MODES, check_frame_size, decode_frames_at, resize_uint8, to_float_chw
 from robotrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         span = self.meta.episodes[self._ep_pos[g]].videos[key]
         times = span.from_timestamp + self._columns[TIMESTAMP][idx].astype(np.float64)
         frames = decode_frames_at(span.path, times, self.tolerance_s)
+        check_frame_size(frames.shape[1:3], self.meta.camera_shape(key)[:2], span.path)
         if self.image_dtype == "uint8":
             return torch.from_numpy(resize_uint8(frames, self.image_size, self.resize_mode))
         return to_float_chw(frames, self.image_size, self.resize_mode)

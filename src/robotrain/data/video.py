@@ -155,6 +155,14 @@ def _check_tolerance(path: Path, query: float, found: float, tolerance_s: float)
         )
 
 
+def check_frame_size(decoded_hw: tuple[int, ...], declared_hw: tuple[int, ...], path: str | Path) -> None:
+    """A video whose frames differ from info.json's shape is a broken dataset: resizing it
+    silently would train on what the policy will never see."""
+    if tuple(decoded_hw) != tuple(declared_hw):
+        raise DatasetError(f"decoded frames are {decoded_hw[0]}x{decoded_hw[1]} but info.json declares "
+                           f"{declared_hw[0]}x{declared_hw[1]}", path)
+
+
 def decode_frames_at(
     path: str | Path, timestamps: Sequence[float], tolerance_s: float = DEFAULT_TOLERANCE_S
 ) -> np.ndarray:
