@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
@@ -213,6 +214,32 @@ def test_corrupt_mp4_found_by_validate(lerobot_fixtures: Path, tmp_path: Path) -
     assert len(problems) == 1 and "episode_000001.mp4" in problems[0] and WRIST in problems[0]
     result = run_cli("dataset", "validate", str(root))
     assert result.returncode == 1 and "episode_000001.mp4" in result.stderr
+
+
+def test_validate_finds_a_video_that_lost_its_last_frames(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    """A cut-off mp4 can keep headers that promise every frame; the last needed one is decoded."""
+    root = writable_copy(lerobot_fixtures / V30, tmp_path / "ds")
+    video = v30_video(root, WRIST)
+    truncate(video, 0.6)
+    problems = validate_dataset(root)
+    assert len(problems) == 1 and str(video) in problems[0] and "cannot decode the frame at" in problems[0], problems
+
+
+def test_nan_in_the_data_names_the_column_episode_and_frame(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    root = writable_copy(lerobot_fixtures / V30, tmp_path / "ds")
+    table = pq.read_table(v30_data(root))
+    actions = table.column("action").to_pylist()
+    meta = load_meta(root)
+    row = meta.episodes[1].dataset_from_index + 3
+    actions[row][2] = float("nan")
+    actions[row + 5][0] = float("inf")
+    table = table.set_column(table.schema.get_field_index("action"), "action",
+                             pa.array(actions, type=table.schema.field("action").type))
+    pq.write_table(table, v30_data(root))
+    expected = "column 'action' holds NaN or inf in 2 frame(s), first at episode 1 frame 3"
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        load_frame_table(load_meta(root))
+    assert [p for p in validate_dataset(root) if expected in p]
 
 
 def test_validate_collects_all_problems(lerobot_fixtures: Path, tmp_path: Path) -> None:

@@ -667,12 +667,27 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
     tidx = columns[TASK_INDEX]
     if tidx.size and (tidx.min() < 0 or tidx.max() >= len(meta.tasks)):
         raise DatasetError(f"column 'task_index' has values outside 0..{len(meta.tasks) - 1}", meta.data_files()[0])
+    _check_finite(meta, columns)
     return columns
+
+
+def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
+    """NaN or inf in a state or action would surface much later as "loss became nan" (or as
+    nan action errors) without a word about the data; name the column and the first frame."""
+    for key, col in columns.items():
+        if not np.issubdtype(col.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(col.reshape(len(col), -1)).all(axis=1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            ep = next(e for e in meta.episodes if e.dataset_from_index <= row < e.dataset_to_index)
+            raise DatasetError(f"column '{key}' holds NaN or inf in {int(bad.sum())} frame(s), first at episode "
+                               f"{ep.episode_index} frame {row - ep.dataset_from_index}", ep.data_path)
 
 
 def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
     """Open each mp4 and compare its stream with info.json (cheap: headers only)."""
-    from robotrain.data.video import probe_video  # local: keeps format.py importable without av
+    from robotrain.data.video import decode_frames_at, probe_video  # local: keeps format.py importable without av
 
     for key in meta.camera_keys:
         h, w, _ = meta.camera_shape(key)
@@ -690,6 +705,16 @@ def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
                     f"stream is {probe.height}x{probe.width} but features.{key}.shape says {h}x{w}", path))
             if probe.fps is not None and abs(probe.fps - meta.fps) > 0.01:
                 yield str(DatasetError(f"fps mismatch: stream is {probe.fps:g} fps but 'fps' is {meta.fps}", path))
+            # Headers can promise frames a truncated or re-encoded file no longer has: decode
+            # the last frame any episode needs from this file (one seek per file).
+            last_ep = max((ep for ep in meta.episodes if ep.videos[key].path == path),
+                          key=lambda ep: ep.videos[key].from_timestamp + ep.length)
+            t_last = last_ep.videos[key].from_timestamp + (last_ep.length - 1) / meta.fps
+            try:
+                decode_frames_at(path, [t_last])
+            except DatasetError as exc:
+                yield str(DatasetError(f"cannot decode the frame at {t_last:.3f}s that episode "
+                                       f"{last_ep.episode_index} needs (truncated?): {exc.reason}", path))
 
 
 def validate_dataset(root: str | Path) -> list[str]:
