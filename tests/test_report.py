@@ -174,6 +174,20 @@ def test_bad_inputs_name_the_file(tmp_path: Path, two_runs: tuple[Path, Path]) -
     with pytest.raises(RobotrainError, match="metrics.jsonl: not UTF-8 text"):
         load_run(bad_cfg)
 
+    (bad_cfg / "metrics.jsonl").write_text('{"step": "five", "train/loss": 1.0}\n{"step": 6, "train/loss": 1.0}\n')
+    with pytest.raises(RobotrainError, match=r"metrics.jsonl: line 1: 'step' must be a number, got 'five'"):
+        load_run(bad_cfg)
+    (bad_cfg / "metrics.jsonl").write_text('{"step": 5, "train/loss": null}\n{"step": 6, "train/loss": 1.0}\n')
+    with pytest.raises(RobotrainError, match=r"line 1: 'train/loss' must be a number, got None"):
+        load_run(bad_cfg)
+
+    maybe = make_run(tmp_path, "maybe", "act", 8, [], successes=[True, False])
+    info = json.loads((maybe / "eval" / "eval_info.json").read_text())
+    info["per_episode"][1]["success"] = "maybe"
+    (maybe / "eval" / "eval_info.json").write_text(json.dumps(info))
+    with pytest.raises(RobotrainError, match=r"per_episode\[1\].success must be true or false, got 'maybe'"):
+        load_run(maybe)
+
     bad_eval = make_run(tmp_path, "badeval", "act", 8, [], successes=[True])
     (bad_eval / "eval" / "eval_info.json").write_text(json.dumps({"aggregated": {}}))
     with pytest.raises(RobotrainError, match="eval_info.json: no 'per_episode'"):

@@ -123,6 +123,16 @@ def _read_json(path: Path) -> Any:
         raise RobotrainError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path) from exc
 
 
+def _as_success(value: Any, where: str, path: Path) -> bool:
+    """An episode's outcome: true/false (or 0/1, as some writers store it). Anything else,
+    "maybe" or null, would otherwise count by Python truthiness."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise RobotrainError(f"{where} must be true or false, got {value!r}", path)
+
+
 def _find_key(obj: Any, names: tuple[str, ...]) -> Any:
     """First value under any of `names`, at the top level first, then nested (BFS).
 
@@ -191,7 +201,7 @@ def load_eval_info(path: Path) -> SimEval:
         for i, ep in enumerate(per_ep):
             if not isinstance(ep, dict) or "success" not in ep:
                 raise RobotrainError(f"per_episode[{i}] has no 'success' field", path)
-            successes_list.append(bool(ep["success"]))
+            successes_list.append(_as_success(ep["success"], f"per_episode[{i}].success", path))
             seeds.append(ep.get("seed"))
             t = _as_float(ep.get("time_to_success_s"))
             if ep["success"] and t is not None:
@@ -203,7 +213,8 @@ def load_eval_info(path: Path) -> SimEval:
             metrics = task.get("metrics") if isinstance(task, dict) else None
             if not isinstance(metrics, dict) or not isinstance(metrics.get("successes"), list):
                 raise RobotrainError(f"per_task[{i}] has no metrics.successes list", path)
-            successes_list += [bool(x) for x in metrics["successes"]]
+            successes_list += [_as_success(x, f"per_task[{i}].metrics.successes[{j}]", path)
+                               for j, x in enumerate(metrics["successes"])]
         if not successes_list:
             raise RobotrainError("per_task lists no episodes", path)
         n, k = len(successes_list), sum(successes_list)
@@ -270,10 +281,15 @@ def load_metrics_jsonl(path: Path) -> tuple[list[dict[str, float]], list[dict[st
             raise RobotrainError(f"line {i + 1} is not a JSON object ({exc})", path) from exc
         if "step" not in rec:
             raise RobotrainError(f"line {i + 1} has no 'step'", path)
+        for key in ("step", "train/loss"):
+            if key in rec and (isinstance(rec[key], bool) or not isinstance(rec[key], (int, float))):
+                raise RobotrainError(f"line {i + 1}: '{key}' must be a number, got {rec[key]!r}", path)
         if "eval/action_error" in rec:
             evals.append(rec)
         elif "train/loss" in rec:
             train.append({k: float(v) for k, v in rec.items() if _as_float(v) is not None})
+    if not train:
+        logger.warning("%s: no training lines (a run that has not logged yet?)", path)
     return train, evals
 
 
