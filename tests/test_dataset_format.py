@@ -248,3 +248,9 @@ def test_validate_collects_all_problems(lerobot_fixtures: Path, tmp_path: Path) 
     _damage_shape(root)
     problems = validate_dataset(root)
     assert any("file-000.mp4" in p for p in problems) and any("action" in p for p in problems)
+
+
+def test_a_file_given_as_the_dataset_says_so(tmp_path: Path) -> None:
+    (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    with pytest.raises(DatasetError, match="is a file; a LeRobot dataset is a folder"):
+        load_meta(tmp_path / "data.parquet")

@@ -297,3 +297,12 @@ def test_older_checkpoint_with_section_inside_train_config_still_loads(tmp_path)
     assert load_policy(pretrained).features.fps == 12
     (pretrained / "train_config.json").write_text(json.dumps({"steps": 10}))  # LeRobot's: none
     assert ckpt.read_robotrain_config(pretrained) == {}
+
+
+def test_an_unknown_policy_type_names_the_config_file(tmp_path) -> None:
+    _, _, _, _, path = save(tmp_path)
+    config = path / "pretrained_model" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "type": "nosuchpolicy"}))
+    with pytest.raises(CheckpointError, match="'type': unknown policy 'nosuchpolicy'") as exc:
+        load_policy(path / "pretrained_model")
+    assert exc.value.path == config

@@ -107,6 +107,9 @@ def test_resume_cli_reuses_saved_config(tmp_path) -> None:
     assert config.policy_type == "tiny_mlp" and config.policy.hidden_dim == 7 and config.steps == 4
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         run(tmp_path, "--steps", "3")
+    (run_dir / "config.json").unlink()
+    with pytest.raises(ConfigError, match="config.json: --resume: the run's config.json is missing"):
+        parse_train_config(["--resume", "--output-dir", str(run_dir), "--steps", "4"], check_paths=False)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch) -> None:

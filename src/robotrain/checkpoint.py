@@ -352,7 +352,10 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
             full_config.update(ours["policy"])
     # The weights come from model.safetensors below, not from where training started.
     full_config.pop("pretrained", None)
-    policy_class = get_policy_class(config_json["type"])
+    try:
+        policy_class = get_policy_class(config_json["type"])
+    except ConfigError as exc:
+        raise CheckpointError(f"'type': {exc.reason}", pretrained_dir / CONFIG_JSON) from None
     if overrides:
         known = {f.name for f in dataclasses.fields(policy_class.config_class) if f.init}
         unknown = sorted(set(overrides) - known)

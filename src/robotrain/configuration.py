@@ -538,6 +538,12 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
         saved = Path(known.output_dir) / "config.json"
         if saved.is_file():
             base = merge(base, load_json_config(saved))
+        elif (Path(known.output_dir) / "checkpoints").is_dir() and not any(
+                a.split("=")[0] == "--dataset" for a in argv):
+            # Without it every flag falls back to its default, and the first complaint would be
+            # a confusing "--dataset: required".
+            raise ConfigError("--resume: the run's config.json is missing; restore it or pass the run's flags "
+                              "again (--config FILE or --dataset ... --policy ...)", saved)
     policy_type = known.policy_type or base.get("policy_type") or (base.get("policy") or {}).get("type") or "act"
     config_class = get_policy_class(policy_type).config_class
 

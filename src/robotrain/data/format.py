@@ -239,6 +239,8 @@ def _require(d: dict, key: str, kind: type | tuple[type, ...], path: Path, where
 
 def _parse_info(root: Path) -> dict[str, Any]:
     path = root / INFO_JSON
+    if root.exists() and not root.is_dir():
+        raise DatasetError("is a file; a LeRobot dataset is a folder holding meta/, data/ and videos/", root)
     if not root.is_dir():
         raise DatasetError("dataset directory does not exist", root)
     info = _read_json(path)
