@@ -135,3 +135,17 @@ def test_an_error_from_a_dataloader_worker_is_printed_without_its_traceback(
     assert main(["dataset", "info", "x"]) == 2
     assert capsys.readouterr().err.strip() == (
         "robotrain: error: /data/videos/file-000.mp4: moov atom not found")
+
+
+def test_a_copytree_that_ran_out_of_disk_reads_as_a_full_disk(tmp_path) -> None:
+    import shutil
+
+    full = shutil.Error([("a", "b", f"[Errno 28] {os.strerror(errno.ENOSPC)}: 'b'")] * 40)
+    with pytest.raises(RobotrainError, match="no space left on device; nothing was overwritten"):
+        with atomic_directory(tmp_path / "out"):
+            raise full
+    other = shutil.Error([("a", "b", "[Errno 13] Permission denied: 'b'"), ("c", "d", "x")])
+    with pytest.raises(RobotrainError, match=r"cannot write: \[Errno 13\] Permission denied: 'b' \(and 1 more\)"):
+        with atomic_directory(tmp_path / "out"):
+            raise other
+    assert list(tmp_path.iterdir()) == []

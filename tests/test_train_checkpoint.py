@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -306,3 +307,14 @@ def test_an_unknown_policy_type_names_the_config_file(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="'type': unknown policy 'nosuchpolicy'") as exc:
         load_policy(path / "pretrained_model")
     assert exc.value.path == config
+
+
+def test_nan_weights_are_refused_with_their_names(tmp_path) -> None:
+    _, _, _, _, path = save(tmp_path)
+    weights = path / "pretrained_model" / "model.safetensors"
+    state = load_file(weights)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key][0] = float("nan")
+    save_file(state, weights)
+    with pytest.raises(CheckpointError, match=rf"1 weight tensor\(s\) hold NaN or inf, e.g. \['{re.escape(key)}'\]"):
+        load_policy(path / "pretrained_model")

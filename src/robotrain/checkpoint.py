@@ -272,10 +272,14 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, tor
 
 
 def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Tensor], where: Path) -> None:
-    """Load weights; any missing, unexpected or mis-shaped key is a CheckpointError listing them."""
+    """Load weights; any missing, unexpected or mis-shaped key, or a NaN/inf weight, is a
+    CheckpointError listing them (a policy with NaN weights only ever outputs NaN actions)."""
     mismatch = state_dict_mismatch(policy.state_dict(), state)
     if mismatch:
         raise CheckpointError("weights do not match the policy: " + mismatch, where)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{len(broken)} weight tensor(s) hold NaN or inf, e.g. {broken[:3]}", where)
     policy.load_state_dict(dict(state), strict=True)
 
 

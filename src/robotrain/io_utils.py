@@ -32,12 +32,13 @@ def process_exists(pid: int) -> bool:
 
 def _raise_disk_error(exc: OSError, path: Path) -> None:
     reason = exc.strerror or str(exc)
-    codes = [exc.errno]
-    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):  # copytree's list
-        whys = [why for *_, why in exc.args[0]]
-        codes += [getattr(why, "errno", None) for why in whys]
-        reason = f"{whys[0]}" + (f" (and {len(whys) - 1} more)" if len(whys) > 1 else "") if whys else reason
-    if any(code in (errno.ENOSPC, errno.EDQUOT) for code in codes) or "No space left" in reason:
+    texts = [reason]
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        texts = [str(why) for *_, why in exc.args[0]]  # copytree: (src, dst, str(why)) per failed file
+        reason = texts[0] + (f" (and {len(texts) - 1} more)" if len(texts) > 1 else "")
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or any(
+        os.strerror(errno.ENOSPC) in t or os.strerror(errno.EDQUOT) in t for t in texts)
+    if full:
         raise RobotrainError("no space left on device; nothing was overwritten", path) from exc
     raise RobotrainError(f"cannot write: {reason}", path) from exc
 
