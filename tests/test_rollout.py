@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,19 +208,36 @@ def test_same_step_autoreset_vector_env() -> None:
         batch.close()
 
 
+class SlowFakeSO101(FakeSO101):
+    """A step that takes long enough to kill a worker in the middle of it."""
+
+    def step(self, action):
+        time.sleep(0.5)
+        return super().step(action)
+
+
 @pytest.mark.slow  # spawns 2 env processes
-def test_a_dead_sim_process_is_an_error_not_a_traceback() -> None:
+@pytest.mark.parametrize("dead", [0, 1])
+@pytest.mark.parametrize("when", ["between steps", "mid-step"])
+def test_a_dead_sim_process_is_an_error_not_a_hang(dead: int, when: str) -> None:
     """What the OOM killer does to one env worker in the middle of an evaluation."""
     from robotrain.rollout import _EnvBatch
 
-    env = gym.vector.AsyncVectorEnv([FakeSO101, FakeSO101], context="spawn")
+    env = gym.vector.AsyncVectorEnv([SlowFakeSO101, SlowFakeSO101], context="spawn")
     batch = _EnvBatch(env, vector=True)
     obs = batch.reset([2, 3])
-    env.processes[0].kill()
-    env.processes[0].join(timeout=30)
+    killer = threading.Timer(0.2 if when == "mid-step" else 0.0, env.processes[dead].kill)
+    killer.start()
+    if when == "between steps":
+        killer.join()
+        env.processes[dead].join(timeout=30)
     with pytest.raises(SimulationError, match="simulation process died"):
         batch.step(obs[OBS_STATE] + 1.0)
-    batch.close()  # ends the other worker instead of failing on the dead one's pipe
+    time.sleep(1.0)  # the live worker has answered by now: gymnasium's close() would wait forever
+    closer = threading.Thread(target=batch.close, daemon=True)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "close() hung"
     assert not any(p.is_alive() for p in env.processes)
 
 

@@ -85,6 +85,21 @@ def test_a_dead_render_worker_is_an_error_and_leaves_no_dataset(tmp_path, monkey
     marker.unlink()
 
 
+def test_an_error_in_one_worker_recording_keeps_its_own_type(tmp_path, monkeypatch):
+    """With --workers 1 episodes run inline, and no process pool was ever imported."""
+    pytest.importorskip("robotrain.data.writer", reason="needs the dataset writer (branch data-write)")
+    import robotrain.sim.record as record
+
+    def fails(seed: int) -> dict:
+        raise ValueError("expert exploded")
+
+    monkeypatch.setattr(record, "_worker_episode", fails)
+    cfg = record.RecordConfig(episodes=1, height=32, width=32, seed=5, codec="libx264")
+    with pytest.raises(ValueError, match="expert exploded"):
+        record.record_dataset(tmp_path / "ds", cfg, workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_record_rejects_bad_flags(tmp_path):
     res = run_cli("sim", "record", "--episodes", "2", "--out", str(tmp_path / "x"), "--size", "big")
     assert res.returncode == 2 and "HEIGHTxWIDTH" in res.stderr and "Traceback" not in res.stderr

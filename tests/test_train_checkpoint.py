@@ -135,7 +135,11 @@ def test_last_pointer_file_when_symlinks_fail(tmp_path, monkeypatch) -> None:
     assert checkpointer.last() == (checkpointer.dir / "000004").resolve()
 
 
-def test_a_full_disk_inside_safetensors_is_a_disk_error(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("wording", [  # safetensors >= 0.5, then 0.4
+    "Error while serializing: I/O error: No space left on device (os error 28)",
+    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',
+])
+def test_a_full_disk_inside_safetensors_is_a_disk_error(tmp_path, monkeypatch, wording) -> None:
     """The Rust writer reports ENOSPC as a SafetensorError; it must read as a full disk."""
     from safetensors import SafetensorError
 
@@ -144,8 +148,7 @@ def test_a_full_disk_inside_safetensors_is_a_disk_error(tmp_path, monkeypatch) -
     source, policy, optimizer, checkpointer, first = save(tmp_path, step=2)
 
     def full(*args, **kwargs):
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                              'message: "No space left on device" })')
+        raise SafetensorError(wording)
 
     monkeypatch.setattr("safetensors.torch.save_file", full)
     with pytest.raises(RobotrainError, match="no space left on device; nothing was overwritten"):

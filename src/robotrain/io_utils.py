@@ -45,18 +45,19 @@ def _raise_disk_error(exc: OSError, path: Path) -> None:
 
 def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """`safetensors.torch.save_file`, with its I/O failures as OSError: the Rust writer
-    reports a full disk as a SafetensorError ("Os { code: 28 ... }"), which the atomic
-    writers would otherwise not recognise as a disk error."""
+    reports a full disk as a SafetensorError ("... (os error 28)" in 0.5+, "Os { code: 28
+    ... }" in 0.4), which the atomic writers would otherwise not recognise as a disk error."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     try:
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as exc:
-        code = re.search(r"Os \{ code: (\d+)", str(exc))
+        code = re.search(r"\(os error (\d+)\)|Os \{ code: (\d+)", str(exc))
         if code is None:
             raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from exc
+        number = int(code.group(1) or code.group(2))
+        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def _current_umask() -> int:
@@ -171,6 +172,10 @@ def lock_folder(folder: str | Path, lock_name: str, what: str) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "?"
         handle.close()
+        if holder.isdigit() and not process_exists(int(holder)):
+            # Its forked DataLoader workers share the lock until they notice it died (~5 s).
+            raise RobotrainError(f"{what} is still locked by the children of pid {holder}, which has exited; "
+                                 f"they let go within seconds: run the command again", folder) from None
         raise RobotrainError(f"{what} is in use by another process (pid {holder}); wait for it to end or "
                              f"choose another folder", folder) from None
     handle.seek(0)

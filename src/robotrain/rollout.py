@@ -59,10 +59,12 @@ class _EnvBatch:
         self.env = env
         self.vector = vector
         self.num_envs = int(env.num_envs) if vector else 1
+        self.broken = False
+        """A worker process died: gymnasium's close() would wait on it, so close() ends them all."""
 
     def reset(self, seeds: list[int]) -> dict[str, np.ndarray]:
         if self.vector:
-            with _sim_process_deaths_as_errors():
+            with self._sim_process_deaths_as_errors():
                 obs, _ = self.env.reset(seed=seeds)
             return dict(obs)
         obs, _ = self.env.reset(seed=seeds[0])
@@ -73,7 +75,7 @@ class _EnvBatch:
             obs, rew, term, trunc, info = self.env.step(actions[0])
             stacked = {k: np.asarray(v)[None] for k, v in obs.items()}
             return stacked, np.array([float(rew)]), np.array([bool(term or trunc)]), [dict(info)]
-        with _sim_process_deaths_as_errors():
+        with self._sim_process_deaths_as_errors():
             obs, rew, term, trunc, info = self.env.step(actions)
         done = np.logical_or(term, trunc)
         obs = dict(obs)
@@ -90,21 +92,33 @@ class _EnvBatch:
         if not self.vector:
             self.env.close()
             return
+        if not self.broken:
+            try:
+                self.env.close()
+                return
+            except (BrokenPipeError, EOFError, ConnectionResetError):
+                pass
+        # A worker died, possibly mid-step: gymnasium's close() would wait for its answer
+        # (forever on a live pipe that already answered) or raise on the dead one; end them.
+        for process in getattr(self.env, "processes", []):
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=10)
+        for pipe in getattr(self.env, "parent_pipes", []):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        self.env.closed = True  # nothing left for gymnasium's __del__ to close
+
+    @contextlib.contextmanager
+    def _sim_process_deaths_as_errors(self) -> Iterator[None]:
+        """A vector env whose worker process died (OOM killer, a signal) shows it as a broken
+        pipe or EOF on the next step, or in the middle of one; say what happened instead."""
         try:
-            self.env.close()
-        except (BrokenPipeError, EOFError, ConnectionResetError):
-            self.env.close(terminate=True)  # a worker is gone: end the others without asking
-
-
-@contextlib.contextmanager
-def _sim_process_deaths_as_errors() -> Iterator[None]:
-    """A vector env whose worker process died (OOM killer, a signal) shows it as a broken
-    pipe on the next step; say what happened instead."""
-    try:
-        yield
-    except (BrokenPipeError, EOFError, ConnectionResetError) as exc:
-        raise SimulationError("a simulation process died (killed by the system, out of memory?); "
-                              "no eval_info.json was written, run the evaluation again") from exc
+            yield
+        except (BrokenPipeError, EOFError, ConnectionResetError) as exc:
+            self.broken = True
+            raise SimulationError("a simulation process died (killed by the system, out of memory?); "
+                                  "no eval_info.json was written, run the evaluation again") from exc
 
 
 def _split_vector_info(info: Mapping[str, Any], n: int, done: np.ndarray) -> list[dict[str, Any]]:

@@ -517,7 +517,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         interval, step = Interval(), start_step
         policy.train()
         with (StopRequest() as stop, progress_bar(rt.is_main, config.steps, start_step) as progress,
-              _data_worker_deaths_as_errors(checkpointer, run_dir, config.num_workers)):
+              _data_worker_deaths_as_errors(checkpointer, run_dir)):
             for step in range(start_step + 1, config.steps + 1):
                 is_log_step = step % config.log_freq == 0 or step == config.steps
                 is_eval_step = val_ds is not None and config.eval_freq > 0 and (
@@ -526,7 +526,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
                 samples = step * global_batch
 
                 t0 = time.perf_counter()
-                batch = batch_to_device(next(batches), rt.device, config.channels_last, device_frames)
+                batch = batch_to_device(_next_batch(batches, config.num_workers), rt.device, config.channels_last,
+                                        device_frames)
                 batch = add_state_noise(batch, config.state_noise_std)
                 t1 = time.perf_counter()
                 try:
@@ -591,19 +592,28 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
             dist.destroy_process_group()
 
 
+def _next_batch(batches: Iterator[dict[str, Any]], num_workers: int) -> dict[str, Any]:
+    """next(batches); a worker that died while handing a batch over shows as a reset
+    connection or EOF here, which becomes torch's own wording for a dead worker."""
+    try:
+        return next(batches)
+    except (ConnectionError, EOFError) as exc:
+        if num_workers == 0:
+            raise
+        raise RuntimeError(f"DataLoader worker died while handing over a batch ({exc})") from exc
+
+
 @contextlib.contextmanager
-def _data_worker_deaths_as_errors(checkpointer: Checkpointer, run_dir: Path, num_workers: int) -> Iterator[None]:
+def _data_worker_deaths_as_errors(checkpointer: Checkpointer, run_dir: Path) -> Iterator[None]:
     """A DataLoader worker killed (the OOM killer, a signal) shows as a RuntimeError raised by
-    torch's SIGCHLD handler wherever the main thread happens to be, or as a reset connection
-    when the batch it was handing over is fetched; say what happened and how to go on."""
+    torch's SIGCHLD handler wherever the main thread happens to be (or by `_next_batch`);
+    say what happened and how to go on."""
     try:
         yield
-    except (RuntimeError, ConnectionError, EOFError) as exc:
-        if isinstance(exc, RuntimeError) and not str(exc).startswith("DataLoader worker"):
+    except RuntimeError as exc:
+        if not str(exc).startswith("DataLoader worker"):
             raise
-        if not isinstance(exc, RuntimeError) and num_workers == 0:
-            raise
-        what = str(exc).strip() if isinstance(exc, RuntimeError) else f"a DataLoader worker died ({exc})"
+        what = str(exc).strip()
         last = checkpointer.last()
         then = (f"last good checkpoint: {last}; continue with: robotrain train --resume --output-dir {run_dir}"
                 if last is not None else "no checkpoint was saved yet; run the command again")

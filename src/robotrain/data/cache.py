@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -30,6 +31,7 @@ import os
 import re
 import shutil
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,14 +290,30 @@ def _check_free_space(root_dir: Path, shapes: dict[str, tuple[int, int, int, int
 def _reserve_blocks(npy: Path) -> None:
     """Allocate the file's disk blocks now. The workers write through a memory map, and a
     write into a sparse file on a full disk is not an error but a SIGBUS that kills the
-    writer; with the blocks reserved, a disk that fills up raises ENOSPC here instead."""
+    writer; with the blocks reserved, a disk that fills up raises ENOSPC here instead.
+
+    Linux's fallocate(2), not posix_fallocate: where a filesystem cannot preallocate (NFSv3,
+    older ZFS), glibc's posix_fallocate falls back to writing every block, millions of
+    writes for a large cache; there we skip and rely on the free-space check."""
     with open(npy, "r+b") as f:
         try:
-            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            _fallocate(f.fileno(), os.fstat(f.fileno()).st_size)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise  # ENOSPC: atomic_directory removes the partial build and says so
             log.debug("cannot preallocate %s (%s); relying on the free-space check", npy, exc)
+
+
+def _fallocate(fd: int, length: int) -> None:
+    """fallocate(fd, 0, 0, length) through libc; ENOSYS where libc has no such call."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = getattr(libc, "fallocate", None)
+    if call is None:
+        raise OSError(errno.ENOSYS, "fallocate is not available here")
+    call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    if call(fd, 0, 0, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool, meta: DatasetMeta) -> None:
@@ -319,19 +337,30 @@ def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool,
         # An executor, not mp.Pool: a worker that dies (the OOM killer, a signal) breaks the
         # executor with an error, where a Pool would wait forever for the lost task.
         ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/arrow threads
-        with cf.ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=ctx,
-                                    initializer=_init_decode_worker) as pool:
-            futures = [pool.submit(_decode_task, task) for task in tasks]
-            try:
-                for future in cf.as_completed(futures):
-                    handle(future.result())
-            except cf.process.BrokenProcessPool as exc:
-                raise RobotrainError(
-                    "a frame-decoding process died (killed by the system, out of memory?); "
-                    "nothing was cached, run the command again", meta.root) from exc
-            finally:
-                for future in futures:
-                    future.cancel()
+        pool = cf.ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=ctx, initializer=_init_decode_worker)
+        try:
+            for future in cf.as_completed([pool.submit(_decode_task, task) for task in tasks]):
+                handle(future.result())
+        except BrokenProcessPool as exc:
+            _stop_now(pool)
+            raise RobotrainError(
+                "a frame-decoding process died (killed by the system, out of memory?); "
+                "nothing was cached, run the command again", meta.root) from exc
+        except BaseException:
+            _stop_now(pool)  # a bad video or Ctrl-C: do not wait for the decodes already queued
+            raise
+        pool.shutdown(wait=True)
+
+
+def _stop_now(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and kill the workers (Pool.terminate, for an executor)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def ensure_cache(

@@ -675,16 +675,19 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
 
 def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
     """NaN or inf in a state or action would surface much later as "loss became nan" (or as
-    nan action errors) without a word about the data; name the column and the first frame."""
+    nan action errors) without a word about the data; name the column and the first frame.
+    Other columns (rewards, complementary info) are no policy's input and are left alone."""
     for key, col in columns.items():
-        if not np.issubdtype(col.dtype, np.floating):
+        if not (key == ACTION or key.startswith("observation.")) or not np.issubdtype(col.dtype, np.floating):
             continue
         bad = ~np.isfinite(col.reshape(len(col), -1)).all(axis=1)
         if bad.any():
             row = int(np.argmax(bad))
-            ep = next(e for e in meta.episodes if e.dataset_from_index <= row < e.dataset_to_index)
-            raise DatasetError(f"column '{key}' holds NaN or inf in {int(bad.sum())} frame(s), first at episode "
-                               f"{ep.episode_index} frame {row - ep.dataset_from_index}", ep.data_path)
+            ep = next((e for e in meta.episodes if e.dataset_from_index <= row < e.dataset_to_index), None)
+            where = (f"episode {ep.episode_index} frame {row - ep.dataset_from_index}" if ep is not None
+                     else f"global frame {row}")
+            raise DatasetError(f"column '{key}' holds NaN or inf in {int(bad.sum())} frame(s), first at {where}",
+                               ep.data_path if ep is not None else meta.root)
 
 
 def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
@@ -710,7 +713,7 @@ def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
             # Headers can promise frames a truncated or re-encoded file no longer has: decode
             # the last frame any episode needs from this file (one seek per file).
             last_ep = max((ep for ep in meta.episodes if ep.videos[key].path == path),
-                          key=lambda ep: ep.videos[key].from_timestamp + ep.length)
+                          key=lambda ep: ep.videos[key].from_timestamp + ep.length / meta.fps)
             t_last = last_ep.videos[key].from_timestamp + (last_ep.length - 1) / meta.fps
             try:
                 decode_frames_at(path, [t_last])

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,7 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
         stopped = stop.stopped_error()
         if stopped is not None and not isinstance(exc, RecordingStopped):
             raise stopped from exc
-        if isinstance(exc, cf.process.BrokenProcessPool):
+        if isinstance(exc, BrokenProcessPool):
             raise SimulationError("a recording process died (killed by the system, out of memory?); "
                                   "the partial dataset was removed, run the command again", out) from exc
         raise
