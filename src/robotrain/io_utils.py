@@ -60,6 +60,16 @@ def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[
         raise OSError(number, os.strerror(number), str(path)) from exc
 
 
+def read_utf8(path: Path, error: type[RobotrainError] = RobotrainError) -> str:
+    """The file's text. Bytes that are not UTF-8 are `error` naming the first bad one: a
+    UnicodeDecodeError is a ValueError, which a reader's JSON handling would mislabel or miss.
+    OSError (missing, unreadable) is left to the caller, whose messages differ."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -40,6 +40,7 @@ from robotrain.constants import (
     TRAIN_CONFIG_JSON,
 )
 from robotrain.errors import RobotrainError
+from robotrain.io_utils import read_utf8
 from robotrain.stats_utils import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,7 @@ class RunData:
 # --------------------------------------------------------------------------- helpers
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RobotrainError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
+        text = read_utf8(path)
     except OSError as exc:
         raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
     try:
@@ -261,9 +260,7 @@ def load_metrics_jsonl(path: Path) -> tuple[list[dict[str, float]], list[dict[st
     malformed line anywhere else is an error.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise RobotrainError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
+        lines = read_utf8(path).splitlines()
     except OSError as exc:
         raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
     train: list[dict[str, float]] = []
@@ -378,8 +375,6 @@ def parse_lerobot_log(path: Path) -> tuple[list[dict[str, float]], dict[str, Any
     """Training records (our metric names) and facts (batch_size, device) from a console log."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except UnicodeDecodeError as exc:
-        raise RobotrainError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     except OSError as exc:
         raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
     rows: list[dict[str, str]] = []

@@ -58,6 +58,8 @@ CACHE_FORMAT_VERSION = 1
 COMPLETE_MARKER = "complete.json"
 BUILDER_PID_FILE = "builder.pid"
 CACHE_KEY_LENGTH = 24  # hex digits of the sha256 that name a cache
+CACHE_KEY_PATTERN = re.compile(r"[0-9a-f]{%d}" % CACHE_KEY_LENGTH)
+"""What a cache's folder name looks like; nothing else in a cache dir is ever removed."""
 _RESIZE_BATCH = 32  # frames resized together in a worker
 # Below this many frames (all cameras), worker processes cost more than they save.
 _MIN_FRAMES_FOR_POOL = 2000
@@ -163,7 +165,8 @@ def remove_dead_builds(cache_dir: Path, key: str) -> None:
     """Temporary directories of builds whose process is gone (killed) are removed; `key`
     may be "*" for every key (only names of the form `.<24 hex digits>.tmp-*` are touched)."""
     for tmp in cache_dir.glob(f".{key}.tmp-*"):
-        if not re.fullmatch(r"\.[0-9a-f]{%d}\.tmp-.*" % CACHE_KEY_LENGTH, tmp.name) or not tmp.is_dir():
+        key_part = tmp.name[1:].split(".tmp-", 1)[0]
+        if not CACHE_KEY_PATTERN.fullmatch(key_part) or not tmp.is_dir():
             continue
         try:
             pid: int | None = int((tmp / BUILDER_PID_FILE).read_text())

@@ -18,14 +18,13 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from robotrain.data.cache import (
     BUILDER_PID_FILE,
-    CACHE_KEY_LENGTH,
+    CACHE_KEY_PATTERN,
     COMPLETE_MARKER,
     cache_key,
     remove_dead_builds,
@@ -35,7 +34,6 @@ from robotrain.data.format import load_meta
 from robotrain.errors import RobotrainError
 
 OK, STALE, ORPHANED, BROKEN = "ok", "stale", "orphaned", "broken"
-CACHE_KEY_PATTERN = re.compile(r"[0-9a-f]{%d}" % CACHE_KEY_LENGTH)
 CACHE_FILES = {COMPLETE_MARKER, BUILDER_PID_FILE}
 STATUS_HELP = {
     OK: "its dataset is unchanged",

@@ -48,7 +48,7 @@ from robotrain.data import stats as stats_lib
 from robotrain.data import writer as w
 from robotrain.data.mp4 import av
 from robotrain.errors import DatasetError
-from robotrain.io_utils import atomic_directory
+from robotrain.io_utils import atomic_directory, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +115,8 @@ def _read_jsonl(path: Path, required: bool = True) -> list[dict[str, Any]]:
         if required:
             raise DatasetError("missing file (is this a LeRobot v2.1 dataset?)", path)
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(read_utf8(path, DatasetError).splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

@@ -34,6 +34,7 @@ from robotrain.constants import (
 )
 from robotrain.data.stats import aggregate_stats
 from robotrain.errors import DatasetError
+from robotrain.io_utils import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +189,8 @@ def _read_json(path: Path) -> Any:
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise DatasetError("file is missing", path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path, DatasetError).splitlines(), start=1):
         if not line.strip():
             continue
         try:
