@@ -4,6 +4,7 @@ come from `../shared/fixtures` beside the checkout (CI lays a copy there too).""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,26 @@ def lerobot_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"LeRobot fixtures not found at {SHARED_FIXTURES}")
     return SHARED_FIXTURES
+
+
+KILLED_WORKER_MARKER = "KILLED_WORKER_MARKER"
+
+
+def killed_by_the_system(*args: object) -> None:
+    """Stands in for a pool's task function (the spawned worker imports it from here):
+    leaves proof that a worker ran it, then dies the way the OOM killer kills."""
+    Path(os.environ[KILLED_WORKER_MARKER]).touch()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture
+def killed_worker_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The file `killed_by_the_system` touches in the worker (outside tmp_path, which the
+    test may check is empty)."""
+    marker = tmp_path.parent / f"{tmp_path.name}.killed"
+    monkeypatch.setenv(KILLED_WORKER_MARKER, str(marker))
+    yield marker
+    marker.unlink(missing_ok=True)
 
 
 def run_cli(*args: str, timeout: float = 600) -> "subprocess.CompletedProcess[str]":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import killed_by_the_system, run_cli
 from dataset_helpers import FRONT, V21, V30, WRIST, edit_info, writable_copy
 
 import robotrain.data.cache as cache_mod
@@ -129,26 +128,17 @@ def test_a_disk_filling_up_during_the_build_is_a_clear_error(lerobot_fixtures: P
     assert all(os.stat(cache.file(k)).st_blocks * 512 >= os.stat(cache.file(k)).st_size for k in cache.shapes)
 
 
-def _decoder_killed_by_the_system(task: tuple) -> tuple[int, None, None]:
-    """Stands in for `_decode_task` in a spawned worker (imported from this module there)."""
-    Path(os.environ["KILLED_WORKER_MARKER"]).touch()  # proof that a worker got this far
-    os.kill(os.getpid(), signal.SIGKILL)
-    raise AssertionError("unreachable")
-
-
 @pytest.mark.slow  # spawns 2 processes that import torch
 def test_a_dead_decoding_worker_is_an_error_not_a_hang(lerobot_fixtures: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       killed_worker_marker: Path) -> None:
     meta = load_meta(lerobot_fixtures / V30)
-    monkeypatch.setattr(cache_mod, "_decode_task", _decoder_killed_by_the_system)
-    marker = tmp_path.parent / f"{tmp_path.name}.killed"
-    monkeypatch.setenv("KILLED_WORKER_MARKER", str(marker))
+    monkeypatch.setattr(cache_mod, "_decode_task", killed_by_the_system)
     with pytest.raises(RobotrainError, match="decoding process died"):
         build_cache(meta, (48, 64), "resize", tmp_path, num_workers=2, progress=False)
     assert find_cache(meta, (48, 64), "resize", tmp_path) is None
     assert list(tmp_path.iterdir()) == []
-    assert marker.exists()
-    marker.unlink()
+    assert killed_worker_marker.exists()
 
 
 def _dead_pid() -> int:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, killed_by_the_system, run_cli
 
 
 def test_record_tiny_dataset_and_read_back(tmp_path):
@@ -61,28 +61,18 @@ def test_record_in_worker_processes_keeps_seed_order(tmp_path):
     assert meta["config"]["late_wrist_turn"] is True and "`--late-wrist-turn`" in card
 
 
-def _episode_killed_by_the_system(seed: int) -> dict:
-    """Stands in for `_worker_episode` in a spawned render worker (imported from this module there)."""
-    Path(os.environ["KILLED_WORKER_MARKER"]).touch()  # proof that a worker got this far
-    os.kill(os.getpid(), signal.SIGKILL)
-    raise AssertionError("unreachable")
-
-
 @pytest.mark.slow  # spawns 2 render workers
-def test_a_dead_render_worker_is_an_error_and_leaves_no_dataset(tmp_path, monkeypatch):
+def test_a_dead_render_worker_is_an_error_and_leaves_no_dataset(tmp_path, monkeypatch, killed_worker_marker):
     pytest.importorskip("robotrain.data.writer", reason="needs the dataset writer (branch data-write)")
     import robotrain.sim.record as record
     from robotrain.errors import SimulationError
 
-    monkeypatch.setattr(record, "_worker_episode", _episode_killed_by_the_system)
-    marker = tmp_path.parent / f"{tmp_path.name}.killed"
-    monkeypatch.setenv("KILLED_WORKER_MARKER", str(marker))
+    monkeypatch.setattr(record, "_worker_episode", killed_by_the_system)
     cfg = record.RecordConfig(episodes=2, height=32, width=32, seed=5, codec="libx264")
     with pytest.raises(SimulationError, match="recording process died"):
         record.record_dataset(tmp_path / "ds", cfg, workers=2, progress=False)
     assert list(tmp_path.iterdir()) == []
-    assert marker.exists()
-    marker.unlink()
+    assert killed_worker_marker.exists()
 
 
 def test_an_error_in_one_worker_recording_keeps_its_own_type(tmp_path, monkeypatch):
