@@ -7,7 +7,7 @@ import pytest
 
 from robotrain.cli import main
 from robotrain.errors import DatasetError, RobotrainError
-from robotrain.io_utils import atomic_directory, atomic_write_json
+from robotrain.system.files import atomic_directory, atomic_write_json
 
 from conftest import run_cli
 

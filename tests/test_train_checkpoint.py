@@ -143,7 +143,7 @@ def test_a_full_disk_inside_safetensors_is_a_disk_error(tmp_path, monkeypatch, w
     """The Rust writer reports ENOSPC as a SafetensorError; it must read as a full disk."""
     from safetensors import SafetensorError
 
-    from robotrain import io_utils
+    from robotrain.system import files as io_utils
 
     source, policy, optimizer, checkpointer, first = save(tmp_path, step=2)
 

@@ -153,7 +153,7 @@ def test_a_killed_data_worker_stops_with_the_resume_command(tmp_path, monkeypatc
 def test_a_second_training_in_the_same_run_dir_is_refused(tmp_path) -> None:
     """Two writers would interleave metrics.jsonl and point `last` at either's checkpoint."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from robotrain.io_utils import lock_folder; from robotrain.train import RUN_LOCK;"
+        "import sys, time; from robotrain.system.files import lock_folder; from robotrain.train import RUN_LOCK;"
         "h = lock_folder(sys.argv[1], RUN_LOCK, 'x'); print('locked', flush=True); time.sleep(60)"),
         str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:

@@ -28,7 +28,7 @@ from torch import Tensor
 from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_policy, state_dict_mismatch
 from robotrain.constants import PRETRAINED_MODEL_DIR
 from robotrain.errors import CheckpointError, ConfigError
-from robotrain.io_utils import atomic_directory, write_safetensors
+from robotrain.system.files import atomic_directory, write_safetensors
 from robotrain.normalize import Normalizer
 from robotrain.policies.base import Policy
 from robotrain.reexpress import reexpress_state_dict

@@ -231,7 +231,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "videos": info.get("video_paths", []), "aggregated": info["aggregated"], "times": times,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress",)},
     }
-    from robotrain.io_utils import atomic_write_json
+    from robotrain.system.files import atomic_write_json
 
     atomic_write_json(root / "demo_summary.json", summary)
     print("\nrobotrain demo done in {:.0f} s".format(times["total_s"]))

@@ -23,7 +23,7 @@ import numpy as np
 
 from robotrain.constants import ACTION, OBS_STATE, SO101_JOINT_NAMES, TIMESTAMP
 from robotrain.errors import DatasetError
-from robotrain.io_utils import atomic_path, make_folder
+from robotrain.system.files import atomic_path, make_folder
 
 logger = logging.getLogger(__name__)
 

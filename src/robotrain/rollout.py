@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from robotrain.constants import EVAL_INFO_JSON, OBS_STATE, SO101_FPS, SO101_TASK, TASK, is_image_key
 from robotrain.errors import ConfigError, SimulationError
-from robotrain.io_utils import atomic_path, atomic_write_json
+from robotrain.system.files import atomic_path, atomic_write_json
 from robotrain.stats_utils import wilson_interval
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from robotrain.constants import (
     TRAIN_CONFIG_JSON,
 )
 from robotrain.errors import RobotrainError
-from robotrain.io_utils import read_utf8
+from robotrain.system.files import read_utf8
 from robotrain.stats_utils import wilson_interval
 
 logger = logging.getLogger(__name__)

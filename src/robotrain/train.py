@@ -45,10 +45,10 @@ from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluate import batch_to_device, offline_action_error
-from robotrain.io_utils import atomic_write_json, atomic_write_text, lock_folder
+from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
 from robotrain.optim import make_optimizer, make_scheduler
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
-from robotrain.signals import SigtermHandler
+from robotrain.system.signals import SigtermHandler
 
 logger = logging.getLogger(__name__)
 

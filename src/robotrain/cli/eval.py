@@ -177,7 +177,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.errors import ConfigError
     from robotrain.evaluate import format_table, offline_action_error
-    from robotrain.io_utils import atomic_write_json
+    from robotrain.system.files import atomic_write_json
 
     checkpoint = Path(args.checkpoint)
     pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint

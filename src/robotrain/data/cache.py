@@ -48,7 +48,7 @@ from robotrain.data.video import (
     resize_uint8,
 )
 from robotrain.errors import ConfigError, DatasetError, RobotrainError
-from robotrain.io_utils import atomic_directory, atomic_write_json, process_exists
+from robotrain.system.files import atomic_directory, atomic_write_json, process_exists
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from robotrain.data import stats as stats_lib
 from robotrain.data import writer as w
 from robotrain.data.mp4 import av
 from robotrain.errors import DatasetError
-from robotrain.io_utils import atomic_directory, read_utf8
+from robotrain.system.files import atomic_directory, read_utf8
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from robotrain.constants import (
 )
 from robotrain.data.stats import aggregate_stats
 from robotrain.errors import DatasetError
-from robotrain.io_utils import read_utf8
+from robotrain.system.files import read_utf8
 
 log = logging.getLogger(__name__)
 

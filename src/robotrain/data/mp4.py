@@ -180,7 +180,7 @@ def even_frame(rgb: np.ndarray) -> np.ndarray:
 
 def write_preview_mp4(path: str | Path, frames: np.ndarray, fps: int) -> Path:
     """frames (T, H, W, 3) uint8 -> an H.264 mp4 at `path`, written atomically."""
-    from robotrain.io_utils import atomic_path
+    from robotrain.system.files import atomic_path
 
     path = Path(path)
     first = even_frame(frames[0])

@@ -73,7 +73,7 @@ from robotrain.data.mp4 import (  # noqa: F401  (re-exported for callers of the 
     probe_encoder,
 )
 from robotrain.errors import DatasetError
-from robotrain.io_utils import atomic_directory
+from robotrain.system.files import atomic_directory
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import torch
 from robotrain.cli import EXIT_USER_ERROR
 from robotrain.constants import ACTION, OBS_STATE, SO101_TASK, TASK
 from robotrain.errors import ConfigError, RobotrainError
-from robotrain.io_utils import atomic_write_text
+from robotrain.system.files import atomic_write_text
 from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv, to_jaw_frame
 from robotrain.sim import scene
 from robotrain.sim.expert import ARM_DOFS, IKSolver

@@ -41,8 +41,8 @@ from robotrain.constants import (
     SO101_TASK,
 )
 from robotrain.errors import ConfigError, RecordingStopped, SimulationError
-from robotrain.io_utils import atomic_write_json, atomic_write_text, process_exists
-from robotrain.signals import SigtermHandler
+from robotrain.system.files import atomic_write_json, atomic_write_text, process_exists
+from robotrain.system.signals import SigtermHandler
 
 log = logging.getLogger(__name__)
 

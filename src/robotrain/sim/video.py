@@ -14,7 +14,7 @@ import numpy as np
 
 from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS
 from robotrain.errors import SimulationError
-from robotrain.io_utils import atomic_path
+from robotrain.system.files import atomic_path
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = SO101_FPS) -> Path:
