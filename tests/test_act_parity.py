@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from act_testutils import single_thread  # noqa: F401
 from act_testutils import CAMERAS, features, stats
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
-from robotrain.normalize import unflatten_stats
+from robotrain.policies.normalize import unflatten_stats
 from robotrain.policies.act.config import ACTConfig, features_from_lerobot_dict
 from robotrain.policies.act.model import ACTPolicy
 

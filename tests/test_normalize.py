@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robotrain.errors import ConfigError
-from robotrain.normalize import MEAN_STD, MIN_MAX, Normalizer, unflatten_stats
+from robotrain.policies.normalize import MEAN_STD, MIN_MAX, Normalizer, unflatten_stats
 
 
 def _stats() -> dict:

@@ -17,7 +17,7 @@ from robotrain.averaging import AVERAGE_JSON, average_checkpoints
 from robotrain.checkpoint import PREPROCESSOR_STATS, init_weights_from, load_policy, save_pretrained
 from robotrain.constants import ACTION, OBS_STATE
 from robotrain.errors import CheckpointError, ConfigError
-from robotrain.normalize import Normalizer
+from robotrain.policies.normalize import Normalizer
 from robotrain.policies.act.model import ACTPolicy
 from robotrain.reexpress import reexpress_state_dict
 

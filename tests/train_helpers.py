@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE, SO101_JOINT_NAMES
-from robotrain.normalize import MEAN_STD, Normalizer
+from robotrain.policies.normalize import MEAN_STD, Normalizer
 from robotrain.policies import POLICY_CLASSES, Policy, PolicyConfig, PolicyFeatures
 
 CAMERA = "observation.images.front"

@@ -29,7 +29,7 @@ from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_po
 from robotrain.constants import PRETRAINED_MODEL_DIR
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.system.files import atomic_directory, write_safetensors
-from robotrain.normalize import Normalizer
+from robotrain.policies.normalize import Normalizer
 from robotrain.policies.base import Policy
 from robotrain.reexpress import reexpress_state_dict
 

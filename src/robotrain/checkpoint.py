@@ -57,7 +57,7 @@ from robotrain.constants import (
 )
 from robotrain.errors import CheckpointError, ConfigError, RobotrainError
 from robotrain.system.files import atomic_directory, atomic_path, write_safetensors
-from robotrain.normalize import unflatten_stats
+from robotrain.policies.normalize import unflatten_stats
 from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
 from robotrain.reexpress import io_features, reexpress_state_dict
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from robotrain.errors import CheckpointError
-from robotrain.normalize import IDENTITY, Normalizer
+from robotrain.policies.normalize import IDENTITY, Normalizer
 from robotrain.policies.base import Policy
 
 

@@ -6,7 +6,7 @@ outside `policies/<name>/` knows what a policy is made of (house rule 3).
 A policy receives *raw* batches, exactly what the dataset yields (state and action in
 joint units, images float32 (B, C, H, W) in [0, 1], `action_is_pad`, `task` strings) and
 returns actions in joint units. Normalisation happens inside the policy with a
-`robotrain.normalize.Normalizer`, whose statistics are saved next to (not inside)
+`robotrain.policies.normalize.Normalizer`, whose statistics are saved next to (not inside)
 `model.safetensors`, as LeRobot does.
 """
 

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from robotrain.errors import ConfigError, TrainingError
-from robotrain.normalize import Normalizer
+from robotrain.policies.normalize import Normalizer
 from robotrain.policies.act.augment import ImageAugment
 from robotrain.policies.act.config import ACTConfig
 from robotrain.policies.act.resnet import OUT_CHANNELS, ResNetBackbone

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, CONFIG_JSON, MODEL_SAFETENSORS, OBS_STATE, TASK
 from robotrain.errors import CheckpointError, ConfigError
-from robotrain.normalize import Normalizer
+from robotrain.policies.normalize import Normalizer
 from robotrain.policies.base import Batch, Policy, PolicyFeatures
 from robotrain.policies.smolvla import backbone
 from robotrain.policies.smolvla.config import SmolVLAConfig
