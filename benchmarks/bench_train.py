@@ -40,7 +40,7 @@ def encoder_tokens(policy_type: str, dataset: str, size: tuple[int, int], extra:
     """The policy's encoder token count at `size` (built on the meta device: no memory)."""
     import torch
 
-    from robotrain.configuration import parse_train_config
+    from robotrain.config.train import parse_train_config
     from robotrain.data.format import load_meta
     from robotrain.policies import get_policy_class
     from robotrain.train import policy_features

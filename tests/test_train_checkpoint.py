@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from robotrain import checkpoint as ckpt
 from robotrain.checkpoint import Checkpointer, load_policy
-from robotrain.configuration import to_dict
+from robotrain.config.flags import to_dict
 from robotrain.errors import CheckpointError, RobotrainError
 from robotrain.optim import make_optimizer, make_scheduler
 from robotrain.policies import PolicyFeatures

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from robotrain import configuration
-from robotrain.configuration import TrainConfig, parse_train_config
+from robotrain.config import flags as config_flags
+from robotrain.config.train import TrainConfig, parse_train_config
 from robotrain.errors import ConfigError
 
 import train_helpers
@@ -70,7 +70,7 @@ def test_config_file_then_flags_override(tmp_path) -> None:
 def test_saved_config_round_trips(tmp_path) -> None:
     cfg = parse("--steps", "13", "--image-size", "24x32", "--policy.dropout", "0.25")
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(configuration.to_dict(cfg)))
+    path.write_text(json.dumps(config_flags.to_dict(cfg)))
     again = parse_train_config(["--config", str(path)], check_paths=False)
     assert again == cfg
 
@@ -132,7 +132,7 @@ def test_generic_bridge_types() -> None:
         c: tuple[int, ...] = (1,)
         d: dict[str, str] | None = None
 
-    c = configuration.from_dict(C, {"a": "2", "b": "none", "c": "3,4,5", "d": '{"x": "y"}'})
+    c = config_flags.from_dict(C, {"a": "2", "b": "none", "c": "3,4,5", "d": '{"x": "y"}'})
     assert c == C(a=2, b=None, c=(3, 4, 5), d={"x": "y"})
 
 

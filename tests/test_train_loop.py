@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from robotrain.checkpoint import check_complete
-from robotrain.configuration import parse_train_config
+from robotrain.config.train import parse_train_config
 from robotrain.errors import ConfigError, RobotrainError, TrainingError, TrainingStopped
 from robotrain.train import train
 

@@ -217,7 +217,7 @@ def main(argv: list[str]) -> int:
     """`robotrain train` on SyntheticSource (flags as for the real command, no --dataset)."""
     import logging
 
-    from robotrain.configuration import parse_train_config
+    from robotrain.config.train import parse_train_config
     from robotrain.errors import TrainingStopped
     from robotrain.train import train
 

@@ -40,7 +40,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from robotrain import configuration
+from robotrain.config import flags as config_flags
 from robotrain.constants import (
     ACTION,
     CHECKPOINTS_DIR,
@@ -113,12 +113,12 @@ def policy_config_to_lerobot(config: PolicyConfig, features: PolicyFeatures) -> 
         accepts_features = "features" in inspect.signature(config.to_lerobot_dict).parameters
         body = config.to_lerobot_dict(features) if accepts_features else config.to_lerobot_dict()
     else:
-        body = configuration.to_dict(config)
+        body = config_flags.to_dict(config)
     inputs, outputs = lerobot_features(features)
     out: dict[str, Any] = {"type": type(config).type, "n_obs_steps": body.get("n_obs_steps", config.n_obs_steps),
                            "input_features": body.get("input_features", inputs),
                            "output_features": body.get("output_features", outputs)}
-    out.update({k: configuration.to_dict(v) for k, v in body.items() if k not in out})
+    out.update({k: config_flags.to_dict(v) for k, v in body.items() if k not in out})
     return out
 
 
@@ -130,7 +130,7 @@ def policy_config_from_lerobot(config_class: type[PolicyConfig], data: Mapping[s
     ignored = sorted(set(data) - names - {"type", "input_features", "output_features"})
     if ignored:
         logger.debug("config.json keys not used by %s: %s", config_class.__name__, ignored)
-    return configuration.from_dict(config_class, {k: v for k, v in data.items() if k in names})
+    return config_flags.from_dict(config_class, {k: v for k, v in data.items() if k in names})
 
 
 def _processor_json(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -429,10 +429,10 @@ def save_training_state(dest: Path, step: int, optimizer: torch.optim.Optimizer,
         for name, value in per_param.items():
             tensors[f"{param_id}.{name}"] = torch.as_tensor(value)
     write_safetensors(_unshared(tensors), str(dest / OPTIMIZER_STATE))
-    (dest / OPTIMIZER_PARAM_GROUPS).write_text(json.dumps(configuration.to_dict(opt["param_groups"]), indent=4))
+    (dest / OPTIMIZER_PARAM_GROUPS).write_text(json.dumps(config_flags.to_dict(opt["param_groups"]), indent=4))
     sched = scheduler.state_dict() if scheduler is not None else {}
     sched = {k: v for k, v in sched.items() if k != "lr_lambdas"}
-    (dest / SCHEDULER_STATE).write_text(json.dumps(configuration.to_dict(sched), indent=4))
+    (dest / SCHEDULER_STATE).write_text(json.dumps(config_flags.to_dict(sched), indent=4))
     write_safetensors(rng_state(), str(dest / RNG_STATE))
     (dest / TRAINING_STEP).write_text(json.dumps({"step": step}, indent=4))
 

@@ -38,9 +38,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from robotrain import configuration
+from robotrain.config import flags as config_flags
 from robotrain.checkpoint import Checkpointer, init_weights_from, policy_config_to_lerobot
-from robotrain.configuration import TrainConfig
+from robotrain.config.train import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
@@ -415,7 +415,7 @@ def lerobot_train_config(config: TrainConfig, policy: Policy, meta: Any, world: 
                       "grad_clip_norm": pc.optimizer_grad_clip_norm, "betas": list(pc.optimizer_betas),
                       "eps": pc.optimizer_eps},
         "scheduler": scheduler,
-        ROBOTRAIN_SECTION: {**configuration.to_dict(config), "fps": int(meta.fps), "world_size": world},
+        ROBOTRAIN_SECTION: {**config_flags.to_dict(config), "fps": int(meta.fps), "world_size": world},
     }
 
 
@@ -493,7 +493,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
             raise ConfigError(f"--steps {config.steps}: the run is already at step {start_step}; raise --steps")
         train_config = lerobot_train_config(config, policy, meta, rt.world)
         if rt.is_main:
-            atomic_write_json(run_dir / CONFIG_JSON, configuration.to_dict(config))
+            atomic_write_json(run_dir / CONFIG_JSON, config_flags.to_dict(config))
         model = policy
         if rt.distributed:
             model = torch.nn.parallel.DistributedDataParallel(

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robotrain.configuration import parse_train_config
+    from robotrain.config.train import parse_train_config
     from robotrain.train import train
 
     argv = list(args.extra_args) + (["--help"] if args.train_help else [])

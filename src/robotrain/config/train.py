@@ -1,0 +1,251 @@
+"""The training config (`TrainConfig`) and how `robotrain train ARGS` resolves it:
+defaults < preset < `--config FILE.json` < flags, validated before any data is read.
+
+    robotrain train --dataset data/so101 --policy act --steps 1000 --policy.dim_model 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+from pathlib import Path
+from typing import Any
+
+from robotrain.config.flags import add_dataclass_flags, convert, flags_to_overrides, from_dict, load_json_config, merge
+from robotrain.config.presets import PRESETS
+from robotrain.errors import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+AMP_CHOICES = ("auto", "bf16", "off")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `robotrain train` needs; saved as `config.json` in the run directory.
+
+    The policy's own settings (architecture, optimizer, scheduler) live in `policy`, a
+    policy config dataclass, and are set with dotted flags (`--policy.dim_model 256`).
+    """
+
+    dataset: str = ""
+    """Path of a local LeRobot dataset (v3.0 or v2.1)."""
+    policy_type: str = "act"
+    """Registered policy name (`--policy act`); picks the class of `policy`."""
+    policy: Any = None
+    """The policy config (set its fields as --policy.<field>)."""
+
+    steps: int = 100_000
+    """Number of optimizer updates."""
+    batch_size: int = 8
+    """Samples per optimizer update *per process*; with DDP the global batch is K x this."""
+    num_workers: int = 2
+    """DataLoader worker processes (0 loads batches in the training process)."""
+    seed: int = 1000
+    """Seeds model init, the sampler and dropout; runs with the same seed are identical on CPU."""
+
+    log_freq: int = 100
+    """Log metrics every N steps."""
+    save_freq: int = 20_000
+    """Save a checkpoint every N steps (and always after the last step); 0 saves only at the end."""
+    eval_freq: int = 5_000
+    """Offline action error on the held-out episodes every N steps; 0 disables."""
+    eval_max_samples: int = 256
+    """At most this many evenly spaced held-out frames per offline evaluation."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out for offline evaluation (0 trains on every episode)."""
+    episodes: tuple[int, ...] | None = None
+    """Use only these episodes (e.g. 0,1,2), split as above; None uses every episode."""
+    keep_last: int = 3
+    """Keep the last k checkpoints (0 keeps all)."""
+
+    output_dir: str | None = None
+    """Run directory; default outputs/train/<timestamp>_<policy>."""
+    resume: bool = False
+    """Continue the run in --output-dir from its `checkpoints/last`."""
+    state_noise_std: float = 0.0
+    """Gaussian noise (joint units, e.g. degrees) added to `observation.state` in every
+    training batch; 0 disables. Why: near the grasp an imitation policy tends to copy its
+    own proprioception, so closed-loop drift goes uncorrected (docs/results.md, session 4;
+    `python -m robotrain.sim.grasp_probe` measures it); a noisy state makes the images carry
+    the position. Offline evaluation and rollouts always see the clean state."""
+    init_from: str | None = None
+    """Start a new run from this checkpoint's weights (a `checkpoints/<step>` dir or its
+    `pretrained_model/`, ours or LeRobot's) instead of a random init: fine-tuning, like
+    lerobot-train's --policy.path. The policy settings must build the same architecture;
+    step, optimizer and lr schedule start fresh; normalisation uses this run's dataset."""
+
+    device: str = "auto"
+    """"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps"."""
+    amp: str = "auto"
+    """Mixed precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" (also on CPU), "off"."""
+    compile: bool = False
+    """Run the policy through torch.compile."""
+    channels_last: bool = False
+    """Use the channels_last memory format for images and conv weights (faster on GPUs)."""
+
+    image_size: tuple[int, int] | None = None
+    """Shortcut (e.g. 240x320): sets the policy's image_size and the dataset cache size."""
+    resize_mode: str = "resize"
+    """How frames are fitted to image_size: "resize" or "pad" (aspect kept); "pad" also sets the
+    policy's resize_mode when it has one."""
+    use_cache: bool = True
+    """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
+    frames_on_device: bool = False
+    """Copy the whole frame cache into accelerator memory once; DataLoader workers then send
+    frame indices and each batch's images are one gather on the device, so image bytes never
+    cross shared memory or PCIe per step (the GPU data_s bottleneck; the cache must fit in
+    60 percent of the free device memory: 75 SO-101 episodes at 240x320 take 7.4 GB)."""
+    use_imagenet_stats: bool = True
+    """Normalise camera images with ImageNet's mean/std instead of the dataset's, as
+    lerobot-train does by default (`dataset.use_imagenet_stats`); the stats saved in the
+    checkpoint are the ones used, so LeRobot and robotrain reload it identically."""
+    ddp_find_unused_parameters: bool = False
+    """With torchrun: let DDP tolerate parameters that get no gradient in a step (slower)."""
+    tensorboard: bool = True
+    """Also write TensorBoard events when the tensorboard package is installed."""
+
+    def data_image_size(self) -> tuple[int, int] | None:
+        """The (H, W) frames are resized to: the shortcut, else the policy's image_size."""
+        return self.image_size or getattr(self.policy, "image_size", None)
+
+    def data_resize_mode(self) -> str:
+        """How frames are fitted to that size: the policy's resize_mode when it has one."""
+        return getattr(self.policy, "resize_mode", None) or self.resize_mode
+
+    def validate(self, check_paths: bool = True) -> None:
+        """Reject bad values before any data is loaded, naming the flag and the value."""
+
+        def bad(flag: str, reason: str) -> ConfigError:
+            return ConfigError(f"--{flag}: {reason}")
+
+        for name in ("steps", "batch_size", "log_freq"):
+            if getattr(self, name) < 1:
+                raise bad(name.replace("_", "-"), f"must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "save_freq", "eval_freq", "keep_last", "eval_max_samples"):
+            if getattr(self, name) < 0:
+                raise bad(name.replace("_", "-"), f"must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.state_noise_std) and self.state_noise_std >= 0.0):
+            raise bad("state-noise-std", f"must be a finite number >= 0, got {self.state_noise_std}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise bad("val-fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.eval_freq > 0 and self.val_fraction == 0.0:
+            raise bad("eval-freq", "offline evaluation needs held-out episodes; set --val-fraction > 0 or --eval-freq 0")
+        if self.device.split(":")[0] not in DEVICE_CHOICES:
+            raise bad("device", f"must be one of {DEVICE_CHOICES} (or cuda:N), got {self.device!r}")
+        if self.amp not in AMP_CHOICES:
+            raise bad("amp", f"must be one of {AMP_CHOICES}, got {self.amp!r}")
+        if self.resize_mode not in ("resize", "pad"):
+            raise bad("resize-mode", f"must be 'resize' or 'pad', got {self.resize_mode!r}")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise bad("image-size", f"must be positive HxW, got {self.image_size}")
+        if self.frames_on_device and not self.use_cache:
+            raise bad("frames-on-device", "needs the frame cache; drop --use-cache false")
+        if self.policy is None:
+            raise bad("policy", "no policy config was built")
+        if check_paths:
+            if not self.dataset:
+                raise bad("dataset", "required (path of a local LeRobot dataset)")
+            if not Path(self.dataset).is_dir():
+                raise ConfigError("dataset directory not found (--dataset)", self.dataset)
+        if not self.resume and self.output_dir and (Path(self.output_dir) / "checkpoints").exists():
+            raise ConfigError("--output-dir already holds checkpoints; pass --resume to continue it or pick "
+                              "another directory", self.output_dir)
+        # A resumed run holds its own weights, so its parent checkpoint may be gone by then.
+        if self.init_from is not None and not self.resume and not Path(self.init_from).is_dir():
+            raise ConfigError("checkpoint directory not found (--init-from)", self.init_from)
+        if self.resume:
+            if not self.output_dir:
+                raise bad("resume", "needs --output-dir, the run directory to continue")
+            last = Path(self.output_dir) / "checkpoints" / "last"
+            if not last.exists():
+                raise ConfigError("--resume: no checkpoint to resume from (checkpoints/last missing)", self.output_dir)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of exiting, so the CLI prints one line."""
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _base_parser(add_help: bool) -> _Parser:
+    parser = _Parser(prog="robotrain train", add_help=add_help, allow_abbrev=False,
+                     description="Train a policy on a LeRobot dataset. Example: robotrain train "
+                                 "--dataset data/so101 --policy act --steps 1000 --image-size 240x320")
+    parser.add_argument("--config", metavar="FILE.json", help="load settings from a JSON file; flags override it")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    parser.add_argument("--policy", "--policy.type", "--policy-type", "--policy_type", dest="policy_type",
+                        metavar="NAME", help="policy to train (act, smolvla, ...)")
+    return parser
+
+
+def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig:
+    """Resolve defaults < preset < --config file < flags into a validated TrainConfig.
+
+    With --resume and no --config, the run directory's saved config.json is the base,
+    so `robotrain train --resume --output-dir RUN` continues with the same settings.
+    """
+    from robotrain.policies import get_policy_class
+
+    pre = _base_parser(add_help=False)
+    pre.add_argument("--resume", nargs="?", const="true", default=None)
+    pre.add_argument("--output-dir", "--output_dir", dest="output_dir")
+    pre.add_argument("-h", "--help", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+
+    base: dict[str, Any] = {}
+    if known.preset:
+        base = merge(base, PRESETS[known.preset]())
+    if known.config:
+        base = merge(base, load_json_config(known.config))
+    elif known.resume is not None and convert(known.resume, bool, "--resume") and known.output_dir:
+        saved = Path(known.output_dir) / "config.json"
+        if saved.is_file():
+            base = merge(base, load_json_config(saved))
+        elif (Path(known.output_dir) / "checkpoints").is_dir() and not any(
+                a.split("=")[0] == "--dataset" for a in argv):
+            # Without it every flag falls back to its default, and the first complaint would be
+            # a confusing "--dataset: required".
+            raise ConfigError("--resume: the run's config.json is missing; restore it or pass the run's flags "
+                              "again (--config FILE or --dataset ... --policy ...)", saved)
+    policy_type = known.policy_type or base.get("policy_type") or (base.get("policy") or {}).get("type") or "act"
+    config_class = get_policy_class(policy_type).config_class
+
+    parser = _base_parser(add_help=True)
+    add_dataclass_flags(parser, TrainConfig, nested={"policy": config_class}, skip=("policy_type",))
+    if known.help:
+        parser.print_help()
+        raise SystemExit(0)
+    namespace = parser.parse_args(argv)
+    for meta_flag in ("config", "preset", "policy_type"):
+        delattr(namespace, meta_flag)
+    data = merge(base, flags_to_overrides(namespace))
+    data["policy_type"] = policy_type
+    policy_data = dict(data.get("policy") or {})
+    if policy_data.get("type", policy_type) != policy_type:
+        policy_data = {}  # a config file for another policy: keep only its shared settings
+    data["policy"] = {k: v for k, v in policy_data.items() if k != "type"}
+    config = from_dict(TrainConfig, data, nested={"policy": config_class})
+    config = apply_image_size(config)
+    config.validate(check_paths=check_paths)
+    return config
+
+
+def apply_image_size(config: TrainConfig) -> TrainConfig:
+    """`--image-size HxW` / `--resize-mode pad` also set the policy's fields when it has them."""
+    if config.policy is None:
+        return config
+    names = {f.name for f in dataclasses.fields(config.policy)}
+    changes: dict[str, Any] = {}
+    if config.image_size is not None and "image_size" in names and config.policy.image_size != config.image_size:
+        changes["image_size"] = tuple(config.image_size)
+    if config.resize_mode != "resize" and "resize_mode" in names:
+        changes["resize_mode"] = config.resize_mode
+    if changes:
+        try:
+            config.policy = dataclasses.replace(config.policy, **changes)
+        except ValueError as exc:
+            raise ConfigError(f"--image-size/--resize-mode: {exc}") from None
+    return config
