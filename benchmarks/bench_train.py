@@ -43,7 +43,7 @@ def encoder_tokens(policy_type: str, dataset: str, size: tuple[int, int], extra:
     from robotrain.config.train import parse_train_config
     from robotrain.data.format import load_meta
     from robotrain.policies import get_policy_class
-    from robotrain.train import policy_features
+    from robotrain.training.loop import policy_features
 
     config = parse_train_config(["--policy", policy_type, "--dataset", dataset,
                                  "--image-size", f"{size[0]}x{size[1]}", *extra])

@@ -17,7 +17,7 @@ from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError
 from robotrain.evaluate import batch_to_device
-from robotrain.train import train
+from robotrain.training.loop import train
 
 CHUNK = [i / 30 for i in range(5)]
 

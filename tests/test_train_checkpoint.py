@@ -15,7 +15,7 @@ from robotrain import checkpoint as ckpt
 from robotrain.checkpoint import Checkpointer, load_policy
 from robotrain.config.flags import to_dict
 from robotrain.errors import CheckpointError, RobotrainError
-from robotrain.optim import make_optimizer, make_scheduler
+from robotrain.training.optim import make_optimizer, make_scheduler
 from robotrain.policies import PolicyFeatures
 
 import train_helpers

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 from robotrain.checkpoint import PREPROCESSOR_STATS
 from robotrain.constants import IMAGENET_MEAN, IMAGENET_STD
 from robotrain.config.train import parse_train_config
-from robotrain.train import train, training_stats
+from robotrain.training.loop import train, training_stats
 
 import train_helpers
 from train_helpers import CAMERA, SyntheticSource

@@ -16,7 +16,7 @@ pytest.importorskip("robotrain.policies.act.model")
 
 from robotrain.checkpoint import load_policy  # noqa: E402
 from robotrain.config.train import parse_train_config  # noqa: E402
-from robotrain.train import train  # noqa: E402
+from robotrain.training.loop import train  # noqa: E402
 
 TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
             "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",

@@ -16,7 +16,7 @@ import torch
 from robotrain.checkpoint import check_complete
 from robotrain.config.train import parse_train_config
 from robotrain.errors import ConfigError, RobotrainError, TrainingError, TrainingStopped
-from robotrain.train import train
+from robotrain.training.loop import train
 
 import train_helpers
 from train_helpers import SyntheticSource, TinyPolicy, read_metrics, wait_for_metrics
@@ -153,7 +153,7 @@ def test_a_killed_data_worker_stops_with_the_resume_command(tmp_path, monkeypatc
 def test_a_second_training_in_the_same_run_dir_is_refused(tmp_path) -> None:
     """Two writers would interleave metrics.jsonl and point `last` at either's checkpoint."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from robotrain.system.files import lock_folder; from robotrain.train import RUN_LOCK;"
+        "import sys, time; from robotrain.system.files import lock_folder; from robotrain.training.loop import RUN_LOCK;"
         "h = lock_folder(sys.argv[1], RUN_LOCK, 'x'); print('locked', flush=True); time.sleep(60)"),
         str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:
@@ -224,7 +224,7 @@ def test_resuming_a_fine_tuned_run_does_not_need_its_parent(tmp_path) -> None:
 
 def test_add_state_noise_touches_only_the_state() -> None:
     from robotrain.constants import OBS_STATE
-    from robotrain.train import add_state_noise
+    from robotrain.training.loop import add_state_noise
 
     state, image = torch.zeros(4000, 6), torch.ones(2, 3, 4, 4)
     batch = {OBS_STATE: state, "observation.images.front": image, "task": ["t"]}
@@ -304,7 +304,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_exits_143_with_a_check
 
 
 def test_cli_reports_a_stopped_run_on_one_line_with_exit_143(monkeypatch, capsys) -> None:
-    import robotrain.train as train_module
+    import robotrain.training.loop as train_module
     from robotrain.cli import main
 
     def stopped(config):

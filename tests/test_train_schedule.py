@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robotrain.optim import cosine_with_warmup_factor, make_scheduler
+from robotrain.training.optim import cosine_with_warmup_factor, make_scheduler
 
 from train_helpers import TinyConfig
 

@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
 
     from robotrain.config.train import parse_train_config
     from robotrain.errors import TrainingStopped
-    from robotrain.train import train
+    from robotrain.training.loop import train
 
     logging.basicConfig(level=logging.INFO)
     register()

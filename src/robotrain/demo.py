@@ -156,7 +156,7 @@ def _checkpoint_step(run_dir: Path) -> int | None:
 
 def train_stage(cfg: DemoConfig, dataset: Path, root: Path) -> Path:
     """Train ACT unless `train/` already holds a checkpoint at `cfg.steps` (resumes a shorter one)."""
-    from robotrain.train import train
+    from robotrain.training.loop import train
 
     run_dir = root / "train"
     step = _checkpoint_step(run_dir)

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from robotrain.config.train import parse_train_config
-    from robotrain.train import train
+    from robotrain.training.loop import train
 
     argv = list(args.extra_args) + (["--help"] if args.train_help else [])
     config = parse_train_config(argv)

@@ -46,7 +46,7 @@ from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluate import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
-from robotrain.optim import make_optimizer, make_scheduler
+from robotrain.training.optim import make_optimizer, make_scheduler
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
 from robotrain.system.signals import SigtermHandler
 
