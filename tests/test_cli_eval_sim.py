@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from robotrain.checkpoint import save_pretrained
+from robotrain.checkpoints.store import save_pretrained
 from robotrain.constants import ACTION, OBS_STATE
 from robotrain.policies.act.config import ACTConfig
 from robotrain.policies.act.model import ACTPolicy
@@ -75,7 +75,7 @@ def test_eval_sim_inference_overrides_get_their_own_dir(tmp_path: Path) -> None:
 
 
 def test_load_policy_overrides(tmp_path: Path) -> None:
-    from robotrain.checkpoint import load_policy
+    from robotrain.checkpoints.store import load_policy
     from robotrain.errors import ConfigError
 
     pretrained = _tiny_checkpoint(tmp_path) / "pretrained_model"

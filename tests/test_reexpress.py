@@ -13,13 +13,13 @@ from act_testutils import batch, features, single_thread, stats, tiny_config  # 
 from conftest import run_cli
 from safetensors.torch import load_file
 
-from robotrain.averaging import AVERAGE_JSON, average_checkpoints
-from robotrain.checkpoint import PREPROCESSOR_STATS, init_weights_from, load_policy, save_pretrained
+from robotrain.checkpoints.averaging import AVERAGE_JSON, average_checkpoints
+from robotrain.checkpoints.store import PREPROCESSOR_STATS, init_weights_from, load_policy, save_pretrained
 from robotrain.constants import ACTION, OBS_STATE
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.policies.normalize import Normalizer
 from robotrain.policies.act.model import ACTPolicy
-from robotrain.reexpress import reexpress_state_dict
+from robotrain.checkpoints.reexpress import reexpress_state_dict
 
 
 def _stats_b() -> dict:

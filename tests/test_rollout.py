@@ -290,9 +290,9 @@ def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypat
     from robotrain.run_loader import load_run
 
     loaded = []
-    fake = types.ModuleType("robotrain.checkpoint")
+    fake = types.ModuleType("robotrain.checkpoints.store")
     fake.load_policy = lambda path, device="cpu": loaded.append((Path(path), device)) or FakePolicy()
-    monkeypatch.setitem(sys.modules, "robotrain.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "robotrain.checkpoints.store", fake)
     run = tmp_path / "run"
     (run / "checkpoints" / "000100" / "pretrained_model").mkdir(parents=True)
     (run / "checkpoints" / "last").symlink_to("000100")

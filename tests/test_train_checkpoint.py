@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from robotrain import checkpoint as ckpt
-from robotrain.checkpoint import Checkpointer, load_policy
+from robotrain.checkpoints import store as ckpt
+from robotrain.checkpoints.store import Checkpointer, load_policy
 from robotrain.config.flags import to_dict
 from robotrain.errors import CheckpointError, RobotrainError
 from robotrain.training.optim import make_optimizer, make_scheduler
@@ -244,7 +244,7 @@ def test_init_from_a_lerobot_act_checkpoint_copies_its_weights(lerobot_fixtures)
 
 def test_act_round_trip_and_lerobot_config_keys(tmp_path, lerobot_fixtures) -> None:
     pytest.importorskip("robotrain.policies.act.model")
-    from robotrain.checkpoint import load_stats
+    from robotrain.checkpoints.store import load_stats
     from robotrain.policies import get_policy_class
 
     fixture = lerobot_fixtures / "lerobot_act_checkpoint" / "pretrained_model"

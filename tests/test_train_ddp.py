@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from robotrain.checkpoint import check_complete
+from robotrain.checkpoints.store import check_complete
 
 import train_helpers
 from train_helpers import read_metrics, wait_for_metrics

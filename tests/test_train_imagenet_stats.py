@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from robotrain.checkpoint import PREPROCESSOR_STATS
+from robotrain.checkpoints.store import PREPROCESSOR_STATS
 from robotrain.constants import IMAGENET_MEAN, IMAGENET_STD
 from robotrain.config.train import parse_train_config
 from robotrain.training.loop import train, training_stats

@@ -14,7 +14,7 @@ from conftest import run_cli
 pytest.importorskip("robotrain.data.dataset")
 pytest.importorskip("robotrain.policies.act.model")
 
-from robotrain.checkpoint import load_policy  # noqa: E402
+from robotrain.checkpoints.store import load_policy  # noqa: E402
 from robotrain.config.train import parse_train_config  # noqa: E402
 from robotrain.training.loop import train  # noqa: E402
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robotrain.checkpoint import check_complete
+from robotrain.checkpoints.store import check_complete
 from robotrain.config.train import parse_train_config
 from robotrain.errors import ConfigError, RobotrainError, TrainingError, TrainingStopped
 from robotrain.training.loop import train

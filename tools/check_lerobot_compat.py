@@ -88,7 +88,7 @@ def check_policy(name: str, pretrained: Path) -> None:
     from lerobot.policies.act.modeling_act import ACTPolicy as LeACTPolicy
     from lerobot.policies.factory import make_pre_post_processors
 
-    from robotrain.checkpoint import load_policy
+    from robotrain.checkpoints.store import load_policy
 
     ours = load_policy(pretrained).eval()
     theirs = LeACTPolicy.from_pretrained(str(pretrained)).eval()
@@ -145,7 +145,7 @@ def check_training_stats(lerobot_ckpt: Path, ours_ckpt: Path) -> None:
     (dataset.use_imagenet_stats, default true), and robotrain train must too."""
     from safetensors.torch import load_file
 
-    from robotrain.checkpoint import PREPROCESSOR_STATS
+    from robotrain.checkpoints.store import PREPROCESSOR_STATS
 
     a, b = load_file(str(lerobot_ckpt / PREPROCESSOR_STATS)), load_file(str(ours_ckpt / PREPROCESSOR_STATS))
     keys = sorted(k for k in set(a) & set(b)

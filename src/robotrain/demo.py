@@ -143,7 +143,7 @@ def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) ->
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
-    from robotrain.checkpoint import resolve_last
+    from robotrain.checkpoints.store import resolve_last
 
     last = resolve_last(run_dir / "checkpoints")
     if last is None:

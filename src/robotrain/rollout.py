@@ -568,7 +568,7 @@ def evaluate_checkpoint_in_sim(
     Example:
         python -c "from robotrain.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
     """
-    from robotrain.checkpoint import load_policy
+    from robotrain.checkpoints.store import load_policy
     from robotrain.constants import PRETRAINED_MODEL_DIR
 
     ckpt = Path(checkpoint)

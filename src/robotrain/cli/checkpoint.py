@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from robotrain.averaging import average_checkpoints
+from robotrain.checkpoints.averaging import average_checkpoints
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -155,7 +155,7 @@ def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0,
     same pixels in training and in closed loop, and small renders are fast)."""
     import torch
 
-    from robotrain.checkpoint import load_policy
+    from robotrain.checkpoints.store import load_policy
     from robotrain.rollout import evaluate_in_sim
 
     if device == "auto":
@@ -172,7 +172,7 @@ def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0,
 def run_offline(args: argparse.Namespace) -> int:
     import torch
 
-    from robotrain.checkpoint import load_policy, load_stats
+    from robotrain.checkpoints.store import load_policy, load_stats
     from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.errors import ConfigError

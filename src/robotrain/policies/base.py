@@ -121,7 +121,7 @@ class Policy(nn.Module):
 
     def normalized_io_layers(self) -> tuple[dict[str, str], dict[str, str]] | None:
         """Where normalised low-dimensional features meet the weights, for re-expressing the
-        weights in other normalisation statistics (`robotrain.reexpress`).
+        weights in other normalisation statistics (`robotrain.checkpoints.reexpress`).
 
         Returns `(inputs, outputs)`: each maps the state-dict prefix of an `nn.Linear` to the
         feature key whose normalised values it reads (inputs) or writes (outputs), and together

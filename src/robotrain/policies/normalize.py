@@ -97,7 +97,7 @@ class Normalizer(nn.Module):
         """`(offset, scale)` in float64 with `normalize(key, x) == (x - offset) / scale`.
 
         Every mode is an affine map, which is what lets a layer reading or writing normalised
-        values be re-expressed exactly in other statistics (see `robotrain.reexpress`).
+        values be re-expressed exactly in other statistics (see `robotrain.checkpoints.reexpress`).
         """
         mode = self.modes.get(key, IDENTITY)
         if mode == MEAN_STD:

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--episodes must be comma-separated integers, got {args.episodes!r}")
 
-    from robotrain.checkpoint import load_policy
+    from robotrain.checkpoints.store import load_policy
     from robotrain.data.dataset import LeRobotDataset
 
     try:

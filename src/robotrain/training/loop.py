@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robotrain.config import flags as config_flags
-from robotrain.checkpoint import Checkpointer, init_weights_from, policy_config_to_lerobot
+from robotrain.checkpoints.store import Checkpointer, init_weights_from, policy_config_to_lerobot
 from robotrain.config.train import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames

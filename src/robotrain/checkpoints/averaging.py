@@ -8,7 +8,7 @@ in the interior of the workspace and T at its far edge; their 50/50 average succ
 Checkpoints trained on different datasets normalise state and action with different
 statistics, so their weights live in different coordinates and averaging them raw mixes
 units. Each checkpoint is first re-expressed exactly in the reference's statistics (the
-first checkpoint's; `robotrain.reexpress`), then the weights are averaged.
+first checkpoint's; `robotrain.checkpoints.reexpress`), then the weights are averaged.
 
 Example:
     robotrain checkpoint average runs/T/checkpoints/last runs/S/checkpoints/last --out soup
@@ -25,13 +25,13 @@ from pathlib import Path
 
 from torch import Tensor
 
-from robotrain.checkpoint import MODEL_SAFETENSORS, find_pretrained_dir, load_policy, state_dict_mismatch
+from robotrain.checkpoints.store import MODEL_SAFETENSORS, find_pretrained_dir, load_policy, state_dict_mismatch
 from robotrain.constants import PRETRAINED_MODEL_DIR
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.system.files import atomic_directory, write_safetensors
 from robotrain.policies.normalize import Normalizer
 from robotrain.policies.base import Policy
-from robotrain.reexpress import reexpress_state_dict
+from robotrain.checkpoints.reexpress import reexpress_state_dict
 
 # Written beside the averaged model: where it came from (the sources, weights, reference).
 AVERAGE_JSON = "robotrain_average.json"

@@ -59,7 +59,7 @@ from robotrain.errors import CheckpointError, ConfigError, RobotrainError
 from robotrain.system.files import atomic_directory, atomic_path, write_safetensors
 from robotrain.policies.normalize import unflatten_stats
 from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
-from robotrain.reexpress import io_features, reexpress_state_dict
+from robotrain.checkpoints.reexpress import io_features, reexpress_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
     any missing, extra or mis-shaped weight is a CheckpointError naming them.
 
     Unlike lerobot-train, a policy that supports it (ACT) has its state/action layers
-    re-expressed in the new statistics (`robotrain.reexpress`), so fine-tuning starts from
+    re-expressed in the new statistics (`robotrain.checkpoints.reexpress`), so fine-tuning starts from
     exactly the checkpoint's actions instead of ones shifted by the change of statistics.
     A checkpoint whose statistics cannot be read is copied as it is, with a warning.
     """
