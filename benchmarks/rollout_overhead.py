@@ -16,7 +16,7 @@ import time
 import torch
 
 from test_rollout import FAKE_ID, FakePolicy, _Features  # noqa: F401  (registers the fake env)
-from robotrain.rollout import evaluate_in_sim
+from robotrain.evaluation.rollout import evaluate_in_sim
 
 SIM_STEP_MS = 100.0
 STEPS = 12  # the fake env's episode length (odd seeds)

@@ -16,7 +16,7 @@ from robotrain.constants import ACTION, OBS_IMAGES_PREFIX, frame_index_key
 from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError
-from robotrain.evaluate import batch_to_device
+from robotrain.evaluation.offline import batch_to_device
 from robotrain.training.loop import train
 
 CHUNK = [i / 30 for i in range(5)]

@@ -16,7 +16,7 @@ import torch
 
 from robotrain.constants import OBS_STATE, SO101_TASK, TASK
 from robotrain.errors import ConfigError, SimulationError
-from robotrain.rollout import evaluate_in_sim, resize_images
+from robotrain.evaluation.rollout import evaluate_in_sim, resize_images
 
 FAKE_ID = "robotrain_test/FakeSO101-v0"
 FRONT, WRIST = "observation.images.front", "observation.images.wrist"
@@ -191,7 +191,7 @@ def test_same_step_autoreset_vector_env() -> None:
     """Gymnasium's same-step autoreset puts the final obs/info under final_obs/final_info."""
     from gymnasium.vector import AutoresetMode
 
-    from robotrain.rollout import _EnvBatch
+    from robotrain.evaluation.rollout import _EnvBatch
 
     env = gym.make_vec(FAKE_ID, num_envs=2, vectorization_mode="sync",
                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
@@ -221,7 +221,7 @@ class SlowFakeSO101(FakeSO101):
 @pytest.mark.parametrize("when", ["between steps", "mid-step"])
 def test_a_dead_sim_process_is_an_error_not_a_hang(dead: int, when: str) -> None:
     """What the OOM killer does to one env worker in the middle of an evaluation."""
-    from robotrain.rollout import _EnvBatch
+    from robotrain.evaluation.rollout import _EnvBatch
 
     env = gym.vector.AsyncVectorEnv([SlowFakeSO101, SlowFakeSO101], context="spawn")
     batch = _EnvBatch(env, vector=True)
@@ -286,7 +286,7 @@ def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypat
     import sys
     import types
 
-    from robotrain.rollout import default_eval_dir, evaluate_checkpoint_in_sim
+    from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim
     from robotrain.run_loader import load_run
 
     loaded = []

@@ -8,7 +8,7 @@ import torch
 
 from robotrain.constants import ACTION, ACTION_IS_PAD
 from robotrain.errors import ConfigError
-from robotrain.evaluate import format_table, offline_action_error
+from robotrain.evaluation.offline import format_table, offline_action_error
 from robotrain.policies import PolicyFeatures
 
 from conftest import run_cli

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from robotrain.stats_utils import wilson_interval
+from robotrain.evaluation.statistics import wilson_interval
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_bad_arguments() -> None:
 
 
 def test_mcnemar_exact() -> None:
-    from robotrain.stats_utils import mcnemar_exact_p
+    from robotrain.evaluation.statistics import mcnemar_exact_p
 
     assert mcnemar_exact_p(0, 0) == 1.0
     assert mcnemar_exact_p(3, 3) == 1.0

@@ -176,7 +176,7 @@ def train_stage(cfg: DemoConfig, dataset: Path, root: Path) -> Path:
 def eval_stage(cfg: DemoConfig, run_dir: Path) -> dict[str, Any]:
     """Roll the last checkpoint out in the sim unless an eval of the same size and seeds exists."""
     from robotrain.cli.eval import evaluate_checkpoint_sim
-    from robotrain.rollout import default_eval_dir
+    from robotrain.evaluation.rollout import default_eval_dir
 
     ckpt = run_dir / "checkpoints" / "last"
     out = default_eval_dir(ckpt)
@@ -247,6 +247,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def default_eval_dir_of(run_dir: Path) -> Path:
-    from robotrain.rollout import default_eval_dir
+    from robotrain.evaluation.rollout import default_eval_dir
 
     return default_eval_dir(run_dir / "checkpoints" / "last")

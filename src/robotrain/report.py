@@ -31,7 +31,7 @@ from robotrain.constants import SO101_JOINT_NAMES
 from robotrain.errors import RobotrainError
 from robotrain.system.files import atomic_path, atomic_write_text
 from robotrain.run_loader import NON_LOSS_TRAIN_KEYS, RunData, SimEval, load_run
-from robotrain.stats_utils import mcnemar_exact_p
+from robotrain.evaluation.statistics import mcnemar_exact_p
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from robotrain.constants import (
 )
 from robotrain.errors import RobotrainError
 from robotrain.system.files import read_utf8
-from robotrain.stats_utils import wilson_interval
+from robotrain.evaluation.statistics import wilson_interval
 
 logger = logging.getLogger(__name__)
 

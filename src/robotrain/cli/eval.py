@@ -106,10 +106,10 @@ def format_sim_result(info: dict) -> str:
 
 
 def run_sim(args: argparse.Namespace) -> int:
-    """Closed-loop rollouts in the SO-101 sim via `robotrain.rollout.evaluate_checkpoint_in_sim`."""
+    """Closed-loop rollouts in the SO-101 sim via `robotrain.evaluation.rollout.evaluate_checkpoint_in_sim`."""
     from robotrain.constants import EVAL_INFO_JSON
     from robotrain.errors import CheckpointError, ConfigError
-    from robotrain.rollout import default_eval_dir
+    from robotrain.evaluation.rollout import default_eval_dir
 
     n = sim_episode_count(args)
     if args.dataset:
@@ -156,7 +156,7 @@ def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0,
     import torch
 
     from robotrain.checkpoints.store import load_policy
-    from robotrain.rollout import evaluate_in_sim
+    from robotrain.evaluation.rollout import evaluate_in_sim
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -176,7 +176,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.errors import ConfigError
-    from robotrain.evaluate import format_table, offline_action_error
+    from robotrain.evaluation.offline import format_table, offline_action_error
     from robotrain.system.files import atomic_write_json
 
     checkpoint = Path(args.checkpoint)

@@ -44,7 +44,7 @@ from robotrain.config.train import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
-from robotrain.evaluate import batch_to_device, offline_action_error
+from robotrain.evaluation.offline import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
 from robotrain.training.optim import make_optimizer, make_scheduler
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class

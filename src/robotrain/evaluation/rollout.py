@@ -12,7 +12,7 @@ resize), and `task` strings. The envs of one batch run in lockstep, so `policy.r
 is called once per batch of episodes, at the start of each.
 
 Example (once a checkpoint exists):
-    python -c "from robotrain.rollout import evaluate_in_sim; ..."
+    python -c "from robotrain.evaluation.rollout import evaluate_in_sim; ..."
     robotrain eval --checkpoint outputs/act/checkpoints/last/pretrained_model --sim
 """
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from robotrain.constants import EVAL_INFO_JSON, OBS_STATE, SO101_FPS, SO101_TASK, TASK, is_image_key
 from robotrain.errors import ConfigError, SimulationError
 from robotrain.system.files import atomic_path, atomic_write_json
-from robotrain.stats_utils import wilson_interval
+from robotrain.evaluation.statistics import wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -566,7 +566,7 @@ def evaluate_checkpoint_in_sim(
     `evaluate_in_sim`; results go to `out_dir` (default: `default_eval_dir(checkpoint)`).
 
     Example:
-        python -c "from robotrain.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
+        python -c "from robotrain.evaluation.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
     """
     from robotrain.checkpoints.store import load_policy
     from robotrain.constants import PRETRAINED_MODEL_DIR

@@ -7,7 +7,7 @@ A constant baseline that always predicts the training-set mean action is scored 
 same frames, so a number can be read as "better than doing nothing clever" or not.
 
 Sim rollouts (success rate) are a separate mode, `robotrain eval --sim`, implemented in
-`robotrain.rollout`.
+`robotrain.evaluation.rollout`.
 
 Example:
     robotrain eval --checkpoint outputs/train/run/checkpoints/last --dataset data/so101 --episodes 0 1

@@ -5,7 +5,7 @@ Every success rate robotrain prints comes with a Wilson score interval, which (u
 normal approximation) stays inside [0, 1] and is sensible at 0/n and n/n.
 
 Example:
-    python -c "from robotrain.stats_utils import wilson_interval; print(wilson_interval(8, 10))"
+    python -c "from robotrain.evaluation.statistics import wilson_interval; print(wilson_interval(8, 10))"
 """
 
 from __future__ import annotations
