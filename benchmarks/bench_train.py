@@ -31,11 +31,6 @@ DEFAULT_DATASET = REPO.parent / "shared" / "fixtures" / "so101_fixture_v30"
 SIZES = ("480x640", "240x320", "224x224")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    h, w = text.lower().split("x")
-    return int(h), int(w)
-
-
 def encoder_tokens(policy_type: str, dataset: str, size: tuple[int, int], extra: list[str]) -> int:
     """The policy's encoder token count at `size` (built on the meta device: no memory)."""
     import torch
@@ -106,7 +101,9 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         for size in args.sizes:
-            hw = parse_size(size)
+            from robotrain.config.flags import parse_hw
+
+            hw = parse_hw(size, "--sizes")
             build_cache(args.dataset, hw)
             tokens = encoder_tokens(args.policy, args.dataset, hw, extra)
             for batch in args.batch_size:

@@ -291,7 +291,7 @@ def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypat
 
     loaded = []
     fake = types.ModuleType("robotrain.checkpoints.store")
-    fake.load_policy = lambda path, device="cpu": loaded.append((Path(path), device)) or FakePolicy()
+    fake.load_policy = lambda path, device="cpu", overrides=None: loaded.append((Path(path), device)) or FakePolicy()
     monkeypatch.setitem(sys.modules, "robotrain.checkpoints.store", fake)
     run = tmp_path / "run"
     (run / "checkpoints" / "000100" / "pretrained_model").mkdir(parents=True)

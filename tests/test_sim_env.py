@@ -10,7 +10,8 @@ import robotrain.sim  # noqa: F401  (registers the env)
 from robotrain.constants import OBS_STATE
 from robotrain.errors import ConfigError, SimulationError
 from robotrain.sim import scene
-from robotrain.sim.env import ENV_ID, SO101PickPlaceEnv, parse_size
+from robotrain.config.flags import parse_hw
+from robotrain.sim.env import ENV_ID, SO101PickPlaceEnv
 
 SMALL = (48, 64)
 
@@ -186,8 +187,8 @@ def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError):
         SO101PickPlaceEnv(image_size=(8, 8))
     with pytest.raises(ConfigError):
-        parse_size("640by480")
-    assert parse_size("96x128") == (96, 128)
+        parse_hw("640by480")
+    assert parse_hw("96x128") == (96, 128)
 
 
 def test_bad_action_is_simulation_error(env):

@@ -175,8 +175,7 @@ def train_stage(cfg: DemoConfig, dataset: Path, root: Path) -> Path:
 
 def eval_stage(cfg: DemoConfig, run_dir: Path) -> dict[str, Any]:
     """Roll the last checkpoint out in the sim unless an eval of the same size and seeds exists."""
-    from robotrain.cli.eval import evaluate_checkpoint_sim
-    from robotrain.evaluation.rollout import default_eval_dir
+    from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim
 
     ckpt = run_dir / "checkpoints" / "last"
     out = default_eval_dir(ckpt)
@@ -187,8 +186,8 @@ def eval_stage(cfg: DemoConfig, run_dir: Path) -> dict[str, Any]:
         if agg.get("n_episodes") == cfg.eval_episodes and (agg.get("seeds") or [None])[0] == EVAL_SEED:
             print(f"reusing evaluation {info_path}")
             return info
-    return evaluate_checkpoint_sim(ckpt, cfg.eval_episodes, seed=EVAL_SEED, n_envs=cfg.workers, videos=cfg.videos,
-                                   out_dir=out, device="cpu", max_steps=cfg.max_steps, progress=cfg.progress)
+    return evaluate_checkpoint_in_sim(ckpt, cfg.eval_episodes, seed=EVAL_SEED, n_envs=cfg.workers, videos=cfg.videos,
+                                      out_dir=out, device="cpu", max_steps=cfg.max_steps, progress=cfg.progress)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -196,7 +195,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     Returns the paths and the aggregated sim result; prints each stage as it goes.
     """
-    from robotrain.cli.eval import format_sim_result
+    from robotrain.evaluation.rollout import format_sim_result
     from robotrain.report import write_report
 
     cfg.validate()

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_USER_ERROR = 2
+"""Exit status of a command that stopped on a `RobotrainError` (argparse's for a bad flag)."""
+
 
 class RobotrainError(Exception):
     """An error the user can fix: a bad path, a corrupt file, a bad flag.

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 
 from robotrain import __version__
-from robotrain.errors import RobotrainError, Stopped
+from robotrain.errors import EXIT_USER_ERROR, RobotrainError, Stopped
 
 # Subcommand modules, in the order `robotrain --help` lists them. A module that does not
 # exist yet is skipped, so the CLI works while features land one by one.
@@ -35,7 +35,6 @@ SUBCOMMAND_MODULES = (
     "robotrain.cli.report",
 )
 
-EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,20 +18,18 @@ import time
 from collections.abc import Callable
 
 from robotrain.cli._preview import register_preview
+from robotrain.config.flags import parse_hw
 from robotrain.errors import ConfigError
 
 EXIT_PROBLEMS = 1
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'240x320' -> (240, 320) as (height, width)."""
+    """`--size HxW` for argparse (its type errors name the flag)."""
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 240x320, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"height and width must be positive, got {text!r}")
-    return h, w
+        return parse_hw(text, "--size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def _human_bytes(n: float) -> str:

@@ -95,21 +95,12 @@ def sim_episode_count(args: argparse.Namespace) -> int:
     return n
 
 
-def format_sim_result(info: dict) -> str:
-    """One line: successes, rate, 95% Wilson interval, mean time to success, wall time."""
-    agg = info["aggregated"]
-    lo, hi = agg["pc_success_ci95"]
-    tts = agg.get("avg_time_to_success_s")
-    tts_text = f"   mean time to success {tts:.1f} s" if tts is not None else ""
-    return (f"success {agg['n_successes']}/{agg['n_episodes']} = {agg['pc_success']:.1f}% "
-            f"(95% Wilson CI {lo:.1f}-{hi:.1f}%){tts_text}   eval {agg['eval_s']:.0f} s")
-
-
 def run_sim(args: argparse.Namespace) -> int:
     """Closed-loop rollouts in the SO-101 sim via `robotrain.evaluation.rollout.evaluate_checkpoint_in_sim`."""
     from robotrain.constants import EVAL_INFO_JSON
     from robotrain.errors import CheckpointError, ConfigError
-    from robotrain.evaluation.rollout import default_eval_dir
+    from robotrain.config.flags import parse_hw
+    from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim, format_sim_result
 
     n = sim_episode_count(args)
     if args.dataset:
@@ -123,50 +114,18 @@ def run_sim(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_dir():
         raise CheckpointError("checkpoint directory not found (--checkpoint)", checkpoint)
-    render_size = _parse_hw(args.render_size, "--render-size") if args.render_size else None
+    render_size = parse_hw(args.render_size, "--render-size") if args.render_size else None
     overrides = policy_overrides(args)
     out = Path(args.out) if args.out else default_eval_dir(checkpoint, overrides)
-    info = evaluate_checkpoint_sim(checkpoint, n, seed=args.seed, n_envs=args.n_envs, videos=min(args.videos, n),
-                                   out_dir=out, device=args.device, max_steps=args.max_steps,
-                                   render_size=render_size, progress=not args.no_progress,
-                                   overrides=overrides)
+    info = evaluate_checkpoint_in_sim(checkpoint, n, seed=args.seed, n_envs=args.n_envs, videos=min(args.videos, n),
+                                      out_dir=out, device=args.device, max_steps=args.max_steps,
+                                      render_size=render_size, progress=not args.no_progress,
+                                      overrides=overrides)
     print(format_sim_result(info))
     for path in info.get("video_paths", []):
         print(f"video {path}")
     print(f"wrote {out / EVAL_INFO_JSON}")
     return 0
-
-
-def _parse_hw(text: str, flag: str) -> tuple[int, int]:
-    from robotrain.errors import ConfigError
-
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"{flag}: expected HxW like 240x320, got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def evaluate_checkpoint_sim(checkpoint: Path, n_episodes: int, *, seed: int = 0, n_envs: int | None = None,
-                            videos: int = 0, out_dir: Path, device: str = "auto", max_steps: int = 300,
-                            render_size: tuple[int, int] | None = None, progress: bool = True,
-                            overrides: dict[str, int | float] | None = None) -> dict:
-    """Load the checkpoint's policy and roll it out; the sim renders at `render_size`, by
-    default the policy's input size (a dataset recorded at that size shows the policy the
-    same pixels in training and in closed loop, and small renders are fast)."""
-    import torch
-
-    from robotrain.checkpoints.store import load_policy
-    from robotrain.evaluation.rollout import evaluate_in_sim
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(checkpoint, device=device, overrides=overrides)  # a step dir or its pretrained_model/
-    if render_size is None and policy.features.camera_keys:
-        render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
-    env_kwargs = {"image_size": render_size} if render_size else None
-    return evaluate_in_sim(policy, n_episodes, seed=seed, n_envs=n_envs, videos=videos, out_dir=out_dir,
-                           max_steps=max_steps, env_kwargs=env_kwargs, progress=progress,
-                           metadata={"policy_overrides": overrides} if overrides else None)
 
 
 def run_offline(args: argparse.Namespace) -> int:
@@ -176,6 +135,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.errors import ConfigError
+    from robotrain.config.flags import parse_hw
     from robotrain.evaluation.offline import format_table, offline_action_error
     from robotrain.system.files import atomic_write_json
 
@@ -185,7 +145,7 @@ def run_offline(args: argparse.Namespace) -> int:
     overrides = policy_overrides(args)
     policy = load_policy(pretrained, device=device, overrides=overrides)
     if args.image_size:
-        image_size = _parse_hw(args.image_size, "--image-size")
+        image_size = parse_hw(args.image_size, "--image-size")
     else:
         image_size = tuple(policy.features.image_shape[1:]) if policy.features.camera_keys else None
     if args.batch_size < 1:

@@ -59,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_record(args: argparse.Namespace) -> int:
     from robotrain.errors import ConfigError
-    from robotrain.sim.env import parse_size
+    from robotrain.config.flags import parse_hw
     from robotrain.sim.record import RecordConfig, record_dataset, record_summary
 
-    h, w = parse_size(args.size)
+    h, w = parse_hw(args.size, "--size")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     cfg = RecordConfig(episodes=args.episodes, height=h, width=w, seed=args.seed, max_steps=args.max_steps,
@@ -77,10 +77,10 @@ def run_record(args: argparse.Namespace) -> int:
 
 
 def run_video(args: argparse.Namespace) -> int:
-    from robotrain.sim.env import parse_size
+    from robotrain.config.flags import parse_hw
     from robotrain.sim.video import episode_video
 
-    h, w = parse_size(args.size)
+    h, w = parse_hw(args.size, "--size")
     path, success, n = episode_video(args.out, args.seed, h, w)
     print(f"wrote {path}: {n} frames, seed {args.seed}, expert {'succeeded' if success else 'failed'}")
     return 0

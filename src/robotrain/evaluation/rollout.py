@@ -560,10 +560,17 @@ def evaluate_checkpoint_in_sim(
     videos: int = 0,
     out_dir: str | Path | None = None,
     device: str = "auto",
+    render_size: tuple[int, int] | None = None,
+    overrides: Mapping[str, int | float] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Load a checkpoint (`<run>/checkpoints/<step>` or its `pretrained_model/`) and run
-    `evaluate_in_sim`; results go to `out_dir` (default: `default_eval_dir(checkpoint)`).
+    """Load a checkpoint (`<run>/checkpoints/<step>` or its `pretrained_model/`) with the
+    inference `overrides` (e.g. `{"n_action_steps": 1}`) and run `evaluate_in_sim`.
+
+    The sim renders at `render_size`, by default the policy's input size (a dataset
+    recorded at that size shows the policy the same pixels in training and in closed loop,
+    and small renders are fast). Results go to `out_dir` (default:
+    `default_eval_dir(checkpoint, overrides)`, where `robotrain report RUN` finds them).
 
     Example:
         python -c "from robotrain.evaluation.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
@@ -575,6 +582,22 @@ def evaluate_checkpoint_in_sim(
     pretrained = ckpt / PRETRAINED_MODEL_DIR if (ckpt / PRETRAINED_MODEL_DIR).is_dir() else ckpt
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(pretrained, device=device)
-    out = Path(out_dir) if out_dir is not None else default_eval_dir(ckpt)
+    policy = load_policy(pretrained, device=device, overrides=dict(overrides) if overrides else None)
+    if render_size is None and policy.features.camera_keys:
+        render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
+    if render_size is not None:
+        kwargs["env_kwargs"] = {"image_size": render_size, **(kwargs.get("env_kwargs") or {})}
+    if overrides:
+        kwargs["metadata"] = {"policy_overrides": dict(overrides), **(kwargs.get("metadata") or {})}
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(ckpt, overrides)
     return evaluate_in_sim(policy, n_episodes, seed=seed, n_envs=n_envs, videos=videos, out_dir=out, **kwargs)
+
+
+def format_sim_result(info: Mapping[str, Any]) -> str:
+    """One line: successes, rate, 95% Wilson interval, mean time to success, wall time."""
+    agg = info["aggregated"]
+    lo, hi = agg["pc_success_ci95"]
+    tts = agg.get("avg_time_to_success_s")
+    tts_text = f"   mean time to success {tts:.1f} s" if tts is not None else ""
+    return (f"success {agg['n_successes']}/{agg['n_episodes']} = {agg['pc_success']:.1f}% "
+            f"(95% Wilson CI {lo:.1f}-{hi:.1f}%){tts_text}   eval {agg['eval_s']:.0f} s")

@@ -94,17 +94,6 @@ def _close_live_envs() -> None:
             pass
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'480x640' -> (480, 640) (height x width). Raises ConfigError."""
-    try:
-        h, w = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"image size must look like HEIGHTxWIDTH (e.g. 480x640), got {text!r}") from None
-    if not (16 <= h <= 2160 and 16 <= w <= 3840):
-        raise ConfigError(f"image size {h}x{w} out of range (16..2160 x 16..3840)")
-    return h, w
-
-
 class SO101PickPlaceEnv(gym.Env):
     """SO-101 arm, a 3 cm cube and a bowl on a table (see module docstring for units)."""
 

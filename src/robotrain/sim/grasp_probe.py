@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from robotrain.cli import EXIT_USER_ERROR
 from robotrain.constants import ACTION, OBS_STATE, SO101_TASK, TASK
-from robotrain.errors import ConfigError, RobotrainError
+from robotrain.errors import EXIT_USER_ERROR, ConfigError, RobotrainError
 from robotrain.system.files import atomic_write_text
 from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv, to_jaw_frame
 from robotrain.sim import scene
