@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 
 from robotrain.config.presets import PRESETS, preset_act_sim_demo
-from robotrain.demo import DemoConfig, train_config
+from robotrain.recipes.demo import DemoConfig, train_config
 from robotrain.errors import ConfigError
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from robotrain.errors import RobotrainError
-from robotrain.report import matched_grid, write_report
-from robotrain.run_loader import load_eval_info, load_run, parse_big_number, parse_lerobot_log
+from robotrain.reports.report import matched_grid, write_report
+from robotrain.reports.runs import load_eval_info, load_run, parse_big_number, parse_lerobot_log
 
 from conftest import run_cli
 
@@ -81,7 +81,7 @@ def test_matched_grid_interpolates_inside_overlap(two_runs: tuple[Path, Path]) -
     grid = matched_grid(runs)
     # act evaluated at 40..160 samples, smolvla at 20..160: overlap 40..160
     assert grid[0] == 40 and grid[-1] == 160
-    from robotrain.report import interp_at
+    from robotrain.reports.report import interp_at
 
     # smolvla at 40 samples = step 10 -> 1.0 exactly; act at 40 samples = step 5 -> 2.0
     assert interp_at(runs[1], "eval/action_error", grid)[0] == pytest.approx(1.0)

@@ -14,7 +14,7 @@ import torch
 
 from robotrain.constants import ACTION, OBS_STATE, SO101_JOINT_NAMES
 from robotrain.errors import DatasetError
-from robotrain.preview import preview_episode
+from robotrain.reports.preview import preview_episode
 
 CAMS = ("observation.images.front", "observation.images.wrist")
 

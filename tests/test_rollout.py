@@ -287,7 +287,7 @@ def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypat
     import types
 
     from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim
-    from robotrain.run_loader import load_run
+    from robotrain.reports.runs import load_run
 
     loaded = []
     fake = types.ModuleType("robotrain.checkpoints.store")

@@ -27,7 +27,7 @@ def register_preview(subparsers: argparse._SubParsersAction) -> None:
 
 def run_preview(args: argparse.Namespace) -> int:
     from robotrain.errors import ConfigError
-    from robotrain.preview import preview_episode
+    from robotrain.reports.preview import preview_episode
 
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")

@@ -1,6 +1,6 @@
 """`robotrain demo`: record a sim dataset, train ACT, evaluate it in the sim, write a report.
 
-Logic in `robotrain.demo`; each stage is reused when its result exists.
+Logic in `robotrain.recipes.demo`; each stage is reused when its result exists.
 
 Examples:
     robotrain demo                                  # outputs/demo/, ~15 min on 2 CPU cores
@@ -14,7 +14,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from robotrain.demo import DemoConfig
+    from robotrain.recipes.demo import DemoConfig
 
     d = DemoConfig()
     parser = subparsers.add_parser(
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robotrain.demo import DemoConfig, quick_demo_config, run_demo
+    from robotrain.recipes.demo import DemoConfig, quick_demo_config, run_demo
 
     cfg = quick_demo_config(args.out) if args.quick else DemoConfig(out=args.out)
     for name in ("episodes", "steps", "batch_size", "eval_episodes", "videos", "workers"):

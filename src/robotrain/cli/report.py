@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from robotrain.report import write_report
+from robotrain.reports.report import write_report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ Records are normalised to our metric names (`train/loss`, `train/grad_norm`, ...
 report.py never needs to know where a run came from.
 
 Example:
-    python -c "from robotrain.run_loader import load_run; print(load_run('outputs/act'))"
+    python -c "from robotrain.reports.runs import load_run; print(load_run('outputs/act'))"
 """
 
 from __future__ import annotations

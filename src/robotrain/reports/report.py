@@ -11,7 +11,7 @@ What a reader needs to compare imitation-learning runs honestly:
 4. closed-loop success in simulation with 95% Wilson intervals, and a paired test when two
    evaluations used the same episode seeds.
 
-Inputs are read by `robotrain.run_loader` (our run dirs, LeRobot logs/checkpoints, eval
+Inputs are read by `robotrain.reports.runs` (our run dirs, LeRobot logs/checkpoints, eval
 dirs). Example:
     robotrain report outputs/act outputs/smolvla path/to/lerobot_train.log --out report/
 """
@@ -30,7 +30,7 @@ import numpy as np
 from robotrain.constants import SO101_JOINT_NAMES
 from robotrain.errors import RobotrainError
 from robotrain.system.files import atomic_path, atomic_write_text
-from robotrain.run_loader import NON_LOSS_TRAIN_KEYS, RunData, SimEval, load_run
+from robotrain.reports.runs import NON_LOSS_TRAIN_KEYS, RunData, SimEval, load_run
 from robotrain.evaluation.statistics import mcnemar_exact_p
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ Everything lands under one directory (default `outputs/demo/`):
     outputs/demo/dataset/            LeRobot v3.0 dataset recorded by the expert
     outputs/demo/train/              run dir: config.json, metrics.jsonl, checkpoints/ (LeRobot layout)
     outputs/demo/train/eval/<step>/  eval_info.json (success rate, 95% Wilson interval) + videos/
-    outputs/demo/report/report.md    tables and plots (robotrain.report)
+    outputs/demo/report/report.md    tables and plots (robotrain.reports.report)
 
 Each stage is skipped when its result already exists (a complete dataset, a run at the
 requested step count, an eval of the requested size), so running the demo twice redoes
@@ -196,7 +196,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     Returns the paths and the aggregated sim result; prints each stage as it goes.
     """
     from robotrain.evaluation.rollout import format_sim_result
-    from robotrain.report import write_report
+    from robotrain.reports.report import write_report
 
     cfg.validate()
     os.environ.setdefault("MUJOCO_GL", "egl")
