@@ -44,7 +44,7 @@ def encoder_tokens(policy_type: str, dataset: str, size: tuple[int, int], extra:
                                  "--image-size", f"{size[0]}x{size[1]}", *extra])
     meta = load_meta(dataset)
     with torch.device("meta"):
-        policy = get_policy_class(policy_type)(config.policy, policy_features(meta, size), meta.stats)
+        policy = get_policy_class(policy_type)(config.policy, policy_features(meta), meta.stats)
     if hasattr(policy, "encoder_token_count"):
         return int(policy.encoder_token_count())
     cams = len(meta.camera_keys)  # ResNet stride 32 + latent and state tokens (ACT's layout)
@@ -101,7 +101,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         for size in args.sizes:
-            from robotrain.config.flags import parse_hw
+            from robotrain.data.images import parse_hw
 
             hw = parse_hw(size, "--sizes")
             build_cache(args.dataset, hw)

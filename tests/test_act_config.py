@@ -13,8 +13,8 @@ from robotrain.policies.act.config import (
     LEROBOT_FIELDS,
     ACTConfig,
     features_from_lerobot_dict,
-    parse_image_size,
 )
+from robotrain.data.images import parse_image_size
 
 FIXTURE_CONFIG = "lerobot_act_checkpoint/pretrained_model/config.json"
 

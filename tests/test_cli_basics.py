@@ -115,7 +115,6 @@ def test_atomic_write_through_a_symlink_keeps_the_link(tmp_path) -> None:
 
 def test_an_error_from_a_dataloader_worker_is_printed_without_its_traceback(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import torch
     from torch.utils.data import DataLoader, Dataset
 
     import robotrain.cli.dataset as dataset_cli

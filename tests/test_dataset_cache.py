@@ -285,13 +285,13 @@ def test_prune_never_touches_what_is_not_a_cache(lerobot_fixtures: Path, tmp_pat
 
 @pytest.mark.parametrize("mode", ["resize", "pad"])
 def test_cache_at_native_size_copies_frames_exactly(mode: str) -> None:
-    from robotrain.data.video import resize_uint8
+    from robotrain.data.images import fit_uint8, hwc_to_chw
 
     frames = np.random.default_rng(0).integers(0, 256, (5, 12, 16, 3), dtype=np.uint8)
-    out = resize_uint8(frames, (12, 16), mode)
+    out = fit_uint8(hwc_to_chw(frames), (12, 16), mode).numpy()
     assert out.dtype == np.uint8 and out.shape == (5, 3, 12, 16)
     np.testing.assert_array_equal(out, frames.transpose(0, 3, 1, 2))
-    assert resize_uint8(frames, (6, 8), mode).shape == (5, 3, 6, 8)  # a real resize still happens
+    assert fit_uint8(hwc_to_chw(frames), (6, 8), mode).shape == (5, 3, 6, 8)  # a real resize still happens
 
 
 def test_decode_workers_run_one_torch_thread_each() -> None:

@@ -10,7 +10,7 @@ import robotrain.sim  # noqa: F401  (registers the env)
 from robotrain.constants import OBS_STATE
 from robotrain.errors import ConfigError, SimulationError
 from robotrain.sim import scene
-from robotrain.config.flags import parse_hw
+from robotrain.data.images import parse_hw
 from robotrain.sim.env import ENV_ID, SO101PickPlaceEnv
 
 SMALL = (48, 64)

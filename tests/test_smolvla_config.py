@@ -15,7 +15,6 @@ from robotrain.policies.smolvla import SmolVLAConfig
 from robotrain.policies.smolvla.backbone import ByteTokenizer, FileTokenizer, tokenize
 from robotrain.policies.smolvla.expert import apply_rope, intermediate_size
 from robotrain.policies.smolvla.flow import make_att_2d_masks, sample_time, sinusoidal_time_embedding
-from robotrain.policies.smolvla.preprocess import resize_with_pad
 
 KEYS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "docs" / "smolvla_state_dict_keys.txt"
 
@@ -101,16 +100,6 @@ def test_full_size_state_dict_matches_lerobot() -> None:
     assert list(ours) == list(ref)
     assert sum(p.numel() for p in policy.parameters()) == 450_046_176
     assert sum(p.numel() for p in policy.parameters() if p.requires_grad) == 99_880_992
-
-
-def test_resize_with_pad_keeps_aspect_and_pads_left_top() -> None:
-    img = torch.ones(1, 3, 24, 32)
-    out = resize_with_pad(img, 16, 16)
-    assert out.shape == (1, 3, 16, 16)
-    assert (out[:, :, :4] == 0).all()  # 24x32 -> 12x16, 4 rows of padding on top
-    assert (out[:, :, 4:] == 1).all()
-    tall = resize_with_pad(torch.ones(1, 3, 32, 16), 16, 16)
-    assert (tall[..., :8] == 0).all() and (tall[..., 8:] == 1).all()
 
 
 def test_time_embedding_and_sampling() -> None:

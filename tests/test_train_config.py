@@ -43,16 +43,26 @@ def test_image_size_shortcut_sets_policy_and_dataset_size() -> None:
     cfg = parse("--image-size", "240x320")
     assert cfg.image_size == (240, 320)
     assert cfg.policy.image_size == (240, 320)
-    assert cfg.data_image_size() == (240, 320)
+    assert cfg.image_input() == ((240, 320), "resize")
     cfg = parse("--policy.image_size", "96x128")
-    assert cfg.image_size is None and cfg.data_image_size() == (96, 128)
+    assert cfg.image_size is None and cfg.image_input() == ((96, 128), "resize")
 
 
 def test_resize_mode_follows_the_policy() -> None:
     cfg = parse("--resize-mode", "pad")
-    assert cfg.policy.resize_mode == "pad" and cfg.data_resize_mode() == "pad"
+    assert cfg.policy.resize_mode == "pad" and cfg.image_input() == (None, "pad")
     cfg = parse("--policy.resize_mode", "pad")
-    assert cfg.resize_mode == "resize" and cfg.data_resize_mode() == "pad"
+    assert cfg.resize_mode is None and cfg.image_input() == (None, "pad")
+
+
+def test_image_size_shortcut_sets_smolvla_padding() -> None:
+    cfg = parse_train_config(["--policy", "smolvla", "--policy.vlm", "tiny", "--image-size", "128x128"],
+                             check_paths=False)
+    assert cfg.policy.resize_imgs_with_padding == (128, 128)
+    assert cfg.image_input() == ((128, 128), "pad")
+    with pytest.raises(ConfigError, match="pads"):
+        parse_train_config(["--policy", "smolvla", "--image-size", "96x128", "--resize-mode", "resize"],
+                           check_paths=False)
 
 
 def test_optional_and_none() -> None:

@@ -11,6 +11,7 @@ Run as a script it is `robotrain train` on synthetic data, so torchrun can launc
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ class TinyConfig(PolicyConfig):
     optimizer_lr: float = 1e-3
     normalization_mapping: dict[str, str] = field(
         default_factory=lambda: {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"})
+
+    def image_input(self) -> tuple[tuple[int, int] | None, str]:
+        return self.image_size, self.resize_mode
+
+    def with_image_input(self, size: tuple[int, int] | None, mode: str | None) -> TinyConfig:
+        return dataclasses.replace(self, image_size=size or self.image_size, resize_mode=mode or self.resize_mode)
 
 
 class TinyPolicy(Policy):
@@ -183,7 +190,8 @@ class SyntheticSource:
         self.image_hw = image_hw
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
-                 image_size: tuple[int, int] | None) -> tuple[Dataset, Dataset | None]:
+                 image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
+        image_size, _ = image_input
         hw = tuple(image_size) if image_size else self.image_hw
         n = len(self.traj)
         train = SyntheticDataset(self.traj, list(range(n - self.n_val)), self.meta, delta_timestamps, hw)

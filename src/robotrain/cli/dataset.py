@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from robotrain.cli._preview import register_preview
-from robotrain.config.flags import parse_hw
+from robotrain.data.images import parse_hw
 from robotrain.errors import ConfigError
 
 EXIT_PROBLEMS = 1

@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--out", help="directory for eval_info.json and videos/ (default: <run>/eval/<step>)")
     sim.add_argument("--n-envs", type=int, default=None, help="parallel sim processes (default: CPU cores)")
     sim.add_argument("--max-steps", type=int, default=300, help="steps per episode, 30 Hz (default 300 = 10 s)")
-    sim.add_argument("--render-size", help="HxW the sim renders its cameras at (default: the policy's image size, "
-                                           "so frames match a dataset recorded at that size)")
+    sim.add_argument("--render-size", help="HxW the sim renders its cameras at (default: the size of the frames the "
+                                           "policy was trained on; frames are then fitted to its input as the "
+                                           "frame cache fitted the training frames)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -99,7 +100,7 @@ def run_sim(args: argparse.Namespace) -> int:
     """Closed-loop rollouts in the SO-101 sim via `robotrain.evaluation.rollout.evaluate_checkpoint_in_sim`."""
     from robotrain.constants import EVAL_INFO_JSON
     from robotrain.errors import CheckpointError, ConfigError
-    from robotrain.config.flags import parse_hw
+    from robotrain.data.images import parse_hw
     from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim, format_sim_result
 
     n = sim_episode_count(args)
@@ -135,7 +136,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.errors import ConfigError
-    from robotrain.config.flags import parse_hw
+    from robotrain.data.images import parse_hw
     from robotrain.evaluation.offline import format_table, offline_action_error
     from robotrain.system.files import atomic_write_json
 
@@ -144,16 +145,17 @@ def run_offline(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     overrides = policy_overrides(args)
     policy = load_policy(pretrained, device=device, overrides=overrides)
+    image_size, resize_mode = policy.config.image_input()  # what the policy was trained on
     if args.image_size:
         image_size = parse_hw(args.image_size, "--image-size")
-    else:
-        image_size = tuple(policy.features.image_shape[1:]) if policy.features.camera_keys else None
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size)
+    dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
+                             resize_mode=resize_mode)
     if policy.features.fps != dataset.meta.fps:
         policy.features = dataclasses.replace(policy.features, fps=int(dataset.meta.fps))
-        dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size)
+        dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
+                                 resize_mode=resize_mode)
     baseline = load_stats(pretrained)[ACTION]["mean"]  # the training-set mean action
     result = offline_action_error(policy, dataset, episodes=args.episodes, batch_size=args.batch_size,
                                   baseline_action=baseline, max_samples=args.max_samples or None)

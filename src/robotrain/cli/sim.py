@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_record(args: argparse.Namespace) -> int:
     from robotrain.errors import ConfigError
-    from robotrain.config.flags import parse_hw
+    from robotrain.data.images import parse_hw
     from robotrain.sim.record import RecordConfig, record_dataset, record_summary
 
     h, w = parse_hw(args.size, "--size")
@@ -77,7 +77,7 @@ def run_record(args: argparse.Namespace) -> int:
 
 
 def run_video(args: argparse.Namespace) -> int:
-    from robotrain.config.flags import parse_hw
+    from robotrain.data.images import parse_hw
     from robotrain.sim.video import episode_video
 
     h, w = parse_hw(args.size, "--size")

@@ -96,15 +96,6 @@ def _parse_tuple_text(text: str) -> list[str]:
     return [p.strip() for p in body.split(sep) if p.strip()]
 
 
-def parse_hw(text: str, flag: str = "image size") -> tuple[int, int]:
-    """'240x320' -> (240, 320), as (height, width): the one "HxW" parser of every flag.
-    Raises ConfigError naming `flag`."""
-    parts = text.strip().lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"{flag}: expected HxW (HEIGHTxWIDTH) like 240x320, got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def convert(value: Any, tp: Any, name: str) -> Any:
     """Convert `value` (flag text or JSON value) to type `tp`; ConfigError names `name`."""
     inner, optional = _strip_optional(tp)

@@ -86,10 +86,12 @@ class TrainConfig:
     """Use the channels_last memory format for images and conv weights (faster on GPUs)."""
 
     image_size: tuple[int, int] | None = None
-    """Shortcut (e.g. 240x320): sets the policy's image_size and the dataset cache size."""
-    resize_mode: str = "resize"
-    """How frames are fitted to image_size: "resize" or "pad" (aspect kept); "pad" also sets the
-    policy's resize_mode when it has one."""
+    """Shortcut (e.g. 240x320) for the policy's image input (ACT's `image_size`, SmolVLA's
+    `resize_imgs_with_padding`); the policy config is the one place the size lives, and the
+    frame cache, the loader and the rollout all fit frames to it."""
+    resize_mode: str | None = None
+    """Shortcut for the policy's resize mode: "resize" (stretch) or "pad" (aspect kept,
+    padded left/top); None keeps the policy's own (ACT: "resize", SmolVLA: "pad")."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
     frames_on_device: bool = False
@@ -106,13 +108,10 @@ class TrainConfig:
     tensorboard: bool = True
     """Also write TensorBoard events when the tensorboard package is installed."""
 
-    def data_image_size(self) -> tuple[int, int] | None:
-        """The (H, W) frames are resized to: the shortcut, else the policy's image_size."""
-        return self.image_size or getattr(self.policy, "image_size", None)
-
-    def data_resize_mode(self) -> str:
-        """How frames are fitted to that size: the policy's resize_mode when it has one."""
-        return getattr(self.policy, "resize_mode", None) or self.resize_mode
+    def image_input(self) -> tuple[tuple[int, int] | None, str]:
+        """((H, W) or None, resize mode) the policy is fed at: its config's, after the
+        `--image-size` / `--resize-mode` shortcuts were applied to it (`apply_image_size`)."""
+        return self.policy.image_input()
 
     def validate(self, check_paths: bool = True) -> None:
         """Reject bad values before any data is loaded, naming the flag and the value."""
@@ -136,7 +135,7 @@ class TrainConfig:
             raise bad("device", f"must be one of {DEVICE_CHOICES} (or cuda:N), got {self.device!r}")
         if self.amp not in AMP_CHOICES:
             raise bad("amp", f"must be one of {AMP_CHOICES}, got {self.amp!r}")
-        if self.resize_mode not in ("resize", "pad"):
+        if self.resize_mode not in (None, "resize", "pad"):
             raise bad("resize-mode", f"must be 'resize' or 'pad', got {self.resize_mode!r}")
         if self.image_size is not None and min(self.image_size) < 1:
             raise bad("image-size", f"must be positive HxW, got {self.image_size}")
@@ -234,18 +233,12 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
 
 
 def apply_image_size(config: TrainConfig) -> TrainConfig:
-    """`--image-size HxW` / `--resize-mode pad` also set the policy's fields when it has them."""
+    """Set the policy's image input from the `--image-size HxW` / `--resize-mode` shortcuts."""
     if config.policy is None:
         return config
-    names = {f.name for f in dataclasses.fields(config.policy)}
-    changes: dict[str, Any] = {}
-    if config.image_size is not None and "image_size" in names and config.policy.image_size != config.image_size:
-        changes["image_size"] = tuple(config.image_size)
-    if config.resize_mode != "resize" and "resize_mode" in names:
-        changes["resize_mode"] = config.resize_mode
-    if changes:
-        try:
-            config.policy = dataclasses.replace(config.policy, **changes)
-        except ValueError as exc:
-            raise ConfigError(f"--image-size/--resize-mode: {exc}") from None
+    size = tuple(config.image_size) if config.image_size is not None else None
+    try:
+        config.policy = config.policy.with_image_input(size, config.resize_mode)  # type: ignore[arg-type]
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"--image-size/--resize-mode: {exc}") from None
     return config

@@ -39,14 +39,8 @@ import numpy as np
 
 from robotrain.constants import TIMESTAMP
 from robotrain.data.format import DatasetMeta, load_frame_table
-from robotrain.data.video import (
-    DEFAULT_TOLERANCE_S,
-    RESIZE_MODES,
-    check_frame_size,
-    iter_frames_at,
-    padded_size,
-    resize_uint8,
-)
+from robotrain.data.images import check_mode, fit_uint8, fitted_size, hwc_to_chw
+from robotrain.data.video import DEFAULT_TOLERANCE_S, check_frame_size, iter_frames_at
 from robotrain.errors import ConfigError, DatasetError, RobotrainError
 from robotrain.system.files import atomic_directory, atomic_write_json, process_exists
 
@@ -99,8 +93,7 @@ def frame_size(meta: DatasetMeta, key: str, image_size: tuple[int, int] | None) 
 
 
 def _check_args(image_size: tuple[int, int] | None, resize_mode: str) -> None:
-    if resize_mode not in RESIZE_MODES:
-        raise ConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    check_mode(resize_mode)
     if image_size is not None:
         if len(image_size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in image_size):
             raise ConfigError(f"image_size must be (height, width) positive integers, got {image_size!r}")
@@ -110,7 +103,10 @@ def cache_key(meta: DatasetMeta, image_size: tuple[int, int] | None, resize_mode
     """Hash of what the frames depend on: meta file contents, data/video file identities
     (name, size, mtime), the resolution and the resize mode."""
     h = hashlib.sha256()
-    h.update(f"robotrain-frames-v{CACHE_FORMAT_VERSION}|{image_size}|{resize_mode}|".encode())
+    # "pad" frames follow LeRobot's resize_with_pad since 2026-12 (floored sides, no
+    # antialias); caches padded by the earlier rule get another key and are rebuilt.
+    mode_tag = "pad-lerobot" if resize_mode == "pad" else resize_mode
+    h.update(f"robotrain-frames-v{CACHE_FORMAT_VERSION}|{image_size}|{mode_tag}|".encode())
     root = meta.root
     for path in sorted((root / "meta").rglob("*")):
         if path.is_file():
@@ -200,7 +196,7 @@ def _decode_task(task: tuple) -> tuple[int, str | None, str | None]:
         def flush() -> None:
             nonlocal start, batch
             if batch:
-                out = resize_uint8(np.stack(batch), image_size, mode)
+                out = fit_uint8(hwc_to_chw(np.stack(batch)), image_size, mode).numpy()
                 arr[start : start + len(batch)] = out
                 start += len(batch)
                 batch = []
@@ -400,4 +396,4 @@ def ensure_cache(
 def padded_region(meta: DatasetMeta, key: str, image_size: tuple[int, int]) -> tuple[int, int]:
     """(h, w) of the real image inside a padded frame (padding is on the left/top)."""
     h, w, _ = meta.camera_shape(key)
-    return padded_size(h, w, image_size)
+    return fitted_size(h, w, image_size, "pad")

@@ -30,7 +30,8 @@ import torch
 from robotrain.constants import OBS_IMAGES_PREFIX, TASK, TASK_INDEX, TIMESTAMP, frame_index_key, pad_key
 from robotrain.data.cache import FrameCache, ensure_cache
 from robotrain.data.format import TIMESTAMP_TOLERANCE_S, DatasetMeta, load_frame_table, load_meta
-from robotrain.data.video import RESIZE_MODES, check_frame_size, decode_frames_at, resize_uint8, to_float_chw
+from robotrain.data.images import check_mode, prepare_frames, to_unit_float
+from robotrain.data.video import check_frame_size, decode_frames_at
 from robotrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if image_dtype not in IMAGE_DTYPES:
             raise ConfigError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}, got {image_dtype!r}")
         self.image_dtype = image_dtype
-        if resize_mode not in RESIZE_MODES:
-            raise ConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+        check_mode(resize_mode)
         if image_size is not None:
             image_size = tuple(int(v) for v in image_size)  # type: ignore[assignment]
             if len(image_size) != 2 or min(image_size) <= 0:
@@ -245,14 +245,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         [0, 1] (or uint8 0..255 with image_dtype="uint8")."""
         if self.cache is not None:
             u8 = torch.from_numpy(self._frame_arrays()[key][idx])  # fancy index copies from the memmap
-            return u8 if self.image_dtype == "uint8" else u8.to(torch.float32).mul_(1.0 / 255.0)
+            return u8 if self.image_dtype == "uint8" else to_unit_float(u8)
         span = self.meta.episodes[self._ep_pos[g]].videos[key]
         times = span.from_timestamp + self._columns[TIMESTAMP][idx].astype(np.float64)
         frames = decode_frames_at(span.path, times, self.tolerance_s)
         check_frame_size(frames.shape[1:3], self.meta.camera_shape(key)[:2], span.path)
-        if self.image_dtype == "uint8":
-            return torch.from_numpy(resize_uint8(frames, self.image_size, self.resize_mode))
-        return to_float_chw(frames, self.image_size, self.resize_mode)
+        return prepare_frames(frames, self.image_size, self.resize_mode, self.image_dtype)
 
 
 def split_episodes(meta: DatasetMeta, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -288,7 +286,7 @@ def images_to_float(batch: dict[str, Any], device: torch.device | str | None = N
             if device is not None:
                 value = value.to(device, non_blocking=True)
             if key.startswith(OBS_IMAGES_PREFIX) and value.dtype == torch.uint8:
-                value = value.to(torch.float32).mul_(1.0 / 255.0)
+                value = to_unit_float(value)
         out[key] = value
     return out
 

@@ -1,4 +1,4 @@
-"""Decode LeRobot camera videos with PyAV, and resize frames for a policy.
+"""Decode LeRobot camera videos with PyAV (fitting frames to a policy: `data/images.py`).
 
 Two ways in:
 - `decode_frames_at(path, timestamps)`: what LeRobot does for every sample (seek to the
@@ -23,15 +23,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from robotrain.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE_S = 1e-4  # LeRobot's tolerance_s
-RESIZE_MODES = ("resize", "pad")
 
 _AV_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, OSError, ValueError, EOFError)
 
@@ -173,47 +170,3 @@ def decode_frames_at(
     for j, frame in iter_frames_at(path, ts[order], tolerance_s):
         out[order[j]] = frame
     return np.stack(out)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- resizing
-
-
-def padded_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
-    """Size of the image inside the target when the aspect ratio is kept."""
-    th, tw = target
-    ratio = max(width / tw, height / th)
-    return int(height / ratio), int(width / ratio)
-
-
-def resize_images(images: torch.Tensor, size: tuple[int, int] | None, mode: str = "resize") -> torch.Tensor:
-    """Resize (N, C, H, W) float images. mode "resize": straight to `size`;
-    "pad": keep the aspect ratio and pad left/top with zeros up to `size` (SmolVLA's rule)."""
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
-    if size is None:
-        return images
-    th, tw = size
-    h, w = images.shape[-2:]
-    if mode == "resize":
-        if (h, w) == (th, tw):
-            return images
-        return F.interpolate(images, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-    rh, rw = padded_size(h, w, size)
-    if (rh, rw) != (h, w):
-        images = F.interpolate(images, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
-    return F.pad(images, (tw - rw, 0, th - rh, 0), value=0.0)  # (left, right, top, bottom)
-
-
-def resize_uint8(frames_hwc: np.ndarray, size: tuple[int, int] | None, mode: str = "resize") -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 3, h, w) uint8 at `size` (None keeps the native size)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames_hwc)).permute(0, 3, 1, 2)
-    if size is None or tuple(size) == tuple(x.shape[-2:]):  # no resize, no padding: no float round trip
-        return x.contiguous().numpy()
-    y = resize_images(x.float(), size, mode)
-    return y.round_().clamp_(0, 255).to(torch.uint8).numpy()
-
-
-def to_float_chw(frames_hwc: np.ndarray, size: tuple[int, int] | None, mode: str = "resize") -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, h, w) float32 in [0, 1], resized like the cache."""
-    x = torch.from_numpy(np.ascontiguousarray(frames_hwc)).permute(0, 3, 1, 2).float().div_(255.0)
-    return resize_images(x, size, mode).clamp_(0.0, 1.0)

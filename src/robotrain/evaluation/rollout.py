@@ -7,8 +7,8 @@ be compared pair by pair (report.py runs an exact McNemar test on them).
 
 Observations become the raw batch every policy takes (house contract,
 `policies/base.py`): state float (B, 6) in joint units, each camera float (B, 3, H, W)
-in [0, 1] resized to the policy's image size (bilinear with antialias, the reader's
-resize), and `task` strings. The envs of one batch run in lockstep, so `policy.reset()`
+in [0, 1] fitted to the policy's image input by `robotrain.data.images`, the function the
+frame cache uses (so closed loop and training see the same pixels), and `task` strings. The envs of one batch run in lockstep, so `policy.reset()`
 is called once per batch of episodes, at the start of each.
 
 Example (once a checkpoint exists):
@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from robotrain.constants import EVAL_INFO_JSON, OBS_STATE, SO101_FPS, SO101_TASK, TASK, is_image_key
+from robotrain.data.images import fit_uint8, hwc_to_chw, to_unit_float
 from robotrain.errors import ConfigError, SimulationError
-from robotrain.system.files import atomic_path, atomic_write_json
 from robotrain.evaluation.statistics import wilson_interval
+from robotrain.system.files import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -174,23 +174,6 @@ def make_env_batch(n_envs: int, env_id: str = SIM_ENV_ID, env_kwargs: Mapping[st
 
 
 # --------------------------------------------------------------------- observations
-def resize_images(img: torch.Tensor, size: tuple[int, int], mode: str = "resize") -> torch.Tensor:
-    """(B, 3, h, w) float or uint8 -> (B, 3, H, W), same dtype: bilinear with antialias;
-    "pad" keeps the aspect ratio and pads left/top with zeros (LeRobot's SmolVLA
-    `resize_with_pad`)."""
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    if mode == "resize":
-        return F.interpolate(img, size=size, mode="bilinear", antialias=True, align_corners=False)
-    if mode != "pad":
-        raise ConfigError(f"resize_mode must be 'resize' or 'pad', got {mode!r}")
-    h, w = img.shape[-2:]
-    scale = min(size[0] / h, size[1] / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    img = F.interpolate(img, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    return F.pad(img, (size[1] - nw, 0, size[0] - nh, 0))
-
-
 def obs_to_batch(
     obs: Mapping[str, np.ndarray],
     camera_keys: tuple[str, ...],
@@ -198,7 +181,8 @@ def obs_to_batch(
     device: torch.device,
     resize_mode: str = "resize",
 ) -> dict[str, Any]:
-    """Stacked env observations -> the raw policy batch (see module docstring)."""
+    """Stacked env observations -> the raw policy batch (see module docstring); frames are
+    fitted by `robotrain.data.images`, exactly as the frame cache fits recorded ones."""
     if OBS_STATE not in obs:
         raise SimulationError(f"env observation has no {OBS_STATE!r} (keys: {sorted(obs)})")
     state = torch.as_tensor(np.asarray(obs[OBS_STATE]), dtype=torch.float32)  # (B, 6)
@@ -206,15 +190,8 @@ def obs_to_batch(
     for key in camera_keys:
         if key not in obs:
             raise SimulationError(f"env observation has no camera {key!r} (keys: {sorted(obs)})")
-        img = torch.as_tensor(np.asarray(obs[key])).to(device).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-        if image_size is not None and img.device.type == "cpu" and img.dtype == torch.uint8:
-            # Resize in uint8 (torch's fast CPU antialias kernel, ~9x faster than in float) like
-            # the frame cache, which stores uint8 frames at the policy's resolution.
-            img = resize_images(img, image_size, resize_mode)
-        img = img.float().div_(255.0).contiguous()  # (B, 3, H, W) in [0, 1]
-        if image_size is not None:
-            img = resize_images(img, image_size, resize_mode)  # no-op when done above
-        batch[key] = img
+        img = fit_uint8(hwc_to_chw(np.asarray(obs[key])), image_size, resize_mode)  # (B, 3, H, W) uint8
+        batch[key] = to_unit_float(img.to(device)).contiguous()  # (B, 3, H, W) in [0, 1]
     batch[TASK] = [SO101_TASK] * state.shape[0]
     return batch
 
@@ -348,7 +325,7 @@ def evaluate_in_sim(
     *,
     env_id: str = SIM_ENV_ID,
     env_kwargs: Mapping[str, Any] | None = None,
-    resize_mode: str = "resize",
+    resize_mode: str | None = None,
     fps: int = SO101_FPS,
     progress: bool = True,
     metadata: Mapping[str, Any] | None = None,
@@ -356,7 +333,8 @@ def evaluate_in_sim(
     """Run `policy` closed-loop for `n_episodes` (episode i seeded `seed + i`).
 
     `n_envs` parallel envs (default: one per CPU core; 1 = a single in-process env);
-    `image_size` (H, W) defaults to the policy's `features.image_shape`; `videos` is how
+    `image_size` (H, W) and `resize_mode`, how rendered frames are fitted, default to the
+    policy config's `image_input()` (the frames' own size when it has none); `videos` is how
     many of the first episodes to record; `out_dir` (if given) receives `eval_info.json`
     and `videos/eval_episode_<i>.mp4|png`. `metadata` (e.g. the inference settings used)
     is stored in the result as-is. Returns the eval_info dict:
@@ -374,8 +352,12 @@ def evaluate_in_sim(
         raise ConfigError("videos need an out_dir")
     features = getattr(policy, "features", None)
     camera_keys = tuple(getattr(features, "camera_keys", ()) or ())
-    if image_size is None and features is not None and getattr(features, "image_shape", None):
-        image_size = tuple(features.image_shape[-2:])  # type: ignore[assignment]
+    config = getattr(policy, "config", None)
+    if hasattr(config, "image_input"):
+        policy_size, policy_mode = config.image_input()  # type: ignore[union-attr]
+        image_size = image_size or policy_size
+        resize_mode = resize_mode or policy_mode
+    resize_mode = resize_mode or "resize"
     params = list(policy.parameters())
     device = params[0].device if params else torch.device("cpu")
     out = Path(out_dir) if out_dir is not None else None
@@ -567,9 +549,9 @@ def evaluate_checkpoint_in_sim(
     """Load a checkpoint (`<run>/checkpoints/<step>` or its `pretrained_model/`) with the
     inference `overrides` (e.g. `{"n_action_steps": 1}`) and run `evaluate_in_sim`.
 
-    The sim renders at `render_size`, by default the policy's input size (a dataset
-    recorded at that size shows the policy the same pixels in training and in closed loop,
-    and small renders are fast). Results go to `out_dir` (default:
+    The sim renders at `render_size`, by default the size the policy's training frames
+    were recorded at (`features.image_shape`); the rendered frames are then fitted to the
+    policy's input exactly as the frame cache fitted the recorded ones. Results go to `out_dir` (default:
     `default_eval_dir(checkpoint, overrides)`, where `robotrain report RUN` finds them).
 
     Example:

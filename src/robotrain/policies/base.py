@@ -35,7 +35,8 @@ class PolicyFeatures:
     camera_keys: tuple[str, ...]
     """Image keys in a fixed order, e.g. ("observation.images.front", "observation.images.wrist")."""
     image_shape: tuple[int, int, int]
-    """(C, H, W) of the images the policy is fed (after the cache's resize)."""
+    """(C, H, W) of the camera frames as recorded (LeRobot's `input_features` shape). What
+    the policy is fed is its config's `image_input()`; the sim renders at this size."""
     fps: int = 30
 
 
@@ -82,6 +83,19 @@ class PolicyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **dataclasses.asdict(self)}
+
+    def image_input(self) -> tuple[tuple[int, int] | None, str]:
+        """((H, W) or None for the frames' own size, resize mode) of the images this policy
+        is fed: the one place the image size lives. The frame cache, per-sample decoding
+        and the sim rollout all fit frames to it with `robotrain.data.images`."""
+        return None, "resize"
+
+    def with_image_input(self, size: tuple[int, int] | None, mode: str | None) -> PolicyConfig:
+        """A copy fed at `size` with `mode` (None keeps the current one): what `--image-size`
+        and `--resize-mode` set. Policies without an image size setting refuse."""
+        if size is None and mode is None:
+            return self
+        raise ConfigError(f"the {self.type!r} policy has no image size setting (--image-size/--resize-mode)")
 
 
 class Policy(nn.Module):

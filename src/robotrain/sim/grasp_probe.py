@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         policy = load_policy(args.checkpoint)  # a step dir or its pretrained_model/
-        size = tuple(policy.features.image_shape[-2:]) if policy.features.camera_keys else None
-        dataset = LeRobotDataset(args.dataset, episodes=episodes, image_size=size, progress=False)
+        size, mode = policy.config.image_input()
+        dataset = LeRobotDataset(args.dataset, episodes=episodes, image_size=size, resize_mode=mode, progress=False)
         text = json.dumps(probe(policy, dataset, args.window), indent=2)
         if args.output:
             atomic_write_text(args.output, text + "\n")

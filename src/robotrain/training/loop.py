@@ -69,7 +69,8 @@ class DataSource(Protocol):
     meta: Any
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
-                 image_size: tuple[int, int] | None) -> tuple[Dataset, Dataset | None]: ...
+                 image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
+        """`image_input`: the policy config's `image_input()`, (size or None, resize mode)."""
 
 
 class LeRobotSource:
@@ -82,7 +83,7 @@ class LeRobotSource:
         self.meta = load_meta(config.dataset)
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
-                 image_size: tuple[int, int] | None) -> tuple[Dataset, Dataset | None]:
+                 image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
         from robotrain.data.dataset import LeRobotDataset, split_episodes
 
         cfg = self.config
@@ -93,11 +94,12 @@ class LeRobotSource:
                 raise ConfigError(f"--episodes: {unknown} not in the dataset ({meta.total_episodes} episodes)")
             meta = dataclasses.replace(meta, episodes=[e for e in meta.episodes if e.episode_index in cfg.episodes])
         train_eps, val_eps = split_episodes(meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        image_size, resize_mode = image_input
 
         def make(episodes: list[int], frames: str = "pixels") -> Dataset:
             # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
             return LeRobotDataset(cfg.dataset, delta_timestamps=delta_timestamps, episodes=episodes,
-                                  image_size=image_size, resize_mode=cfg.data_resize_mode(), use_cache=cfg.use_cache,
+                                  image_size=image_size, resize_mode=resize_mode, use_cache=cfg.use_cache,
                                   image_dtype="uint8", frames=frames)
 
         # With frames_on_device the training batches carry cache row indices (see DeviceFrames).
@@ -190,12 +192,11 @@ def training_stats(stats: Mapping[str, Mapping[str, Any]], camera_keys: tuple[st
     return out
 
 
-def policy_features(meta: Any, image_size: tuple[int, int] | None) -> PolicyFeatures:
-    """What the policy is built for; images are (C, H, W) after the cache's resize."""
+def policy_features(meta: Any) -> PolicyFeatures:
+    """What the policy is built for; images are the recorded (C, H, W) (the policy config
+    says what size it is fed at)."""
     cameras = tuple(meta.camera_keys)
-    if image_size is not None:
-        shape = (3, int(image_size[0]), int(image_size[1]))
-    elif cameras:
+    if cameras:
         info = meta.features[cameras[0]]
         dims = dict(zip(info.get("names") or ["height", "width", "channels"], info["shape"]))
         shape = (int(dims.get("channels", 3)), int(dims["height"]), int(dims["width"]))
@@ -472,14 +473,14 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         data = data or LeRobotSource(config)
         meta = data.meta
         seed_everything(config.seed)  # identical initial weights on every process
-        features = policy_features(meta, config.data_image_size())
+        features = policy_features(meta)
         stats = training_stats(meta.stats, tuple(meta.camera_keys), config.use_imagenet_stats)
         policy = get_policy_class(config.policy_type)(config.policy, features, stats).to(rt.device)
         if config.init_from and not config.resume:  # fine-tuning; a resumed run holds its own weights
             init_weights_from(policy, config.init_from)  # before anything is written: a bad file costs nothing
         if config.channels_last:
             policy = policy.to(memory_format=torch.channels_last)
-        train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.data_image_size())
+        train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.image_input())
         optimizer = make_optimizer(policy)
         scheduler = make_scheduler(optimizer, policy.config)
         run_dir = resolve_run_dir(config, rt)

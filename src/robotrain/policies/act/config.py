@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from robotrain.constants import ACTION, OBS_STATE
+from robotrain.data.images import check_mode, parse_image_size
 from robotrain.errors import ConfigError
 from robotrain.policies.base import PolicyConfig, PolicyFeatures
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 # Backbones we implement ourselves (no torchvision): BasicBlock ResNets with 512 channels out.
 SUPPORTED_BACKBONES = ("resnet18", "resnet34")
 ACTIVATIONS = ("relu", "gelu")
-RESIZE_MODES = ("resize", "pad")
 L1_REDUCTIONS = ("all", "valid")
 NORM_TYPES = ("VISUAL", "STATE", "ACTION")
 
@@ -70,34 +70,6 @@ LEROBOT_FIELDS = (
     "optimizer_weight_decay",
     "optimizer_lr_backbone",
 )
-
-
-def parse_image_size(value: Any) -> tuple[int, int] | None:
-    """None | "240x320" | "224" | 224 | (240, 320) -> (H, W) or None (native size)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("", "none", "native"):
-            return None
-        parts = text.split("x")
-        try:
-            dims = [int(p) for p in parts]
-        except ValueError:
-            raise ConfigError(f"image_size must look like '240x320' or '224', got {value!r}") from None
-    elif isinstance(value, int) and not isinstance(value, bool):
-        dims = [value]
-    elif isinstance(value, (tuple, list)):
-        dims = list(value)
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
-            raise ConfigError(f"image_size must hold integers, got {value!r}")
-    else:
-        raise ConfigError(f"image_size must be None, 'HxW', an int or (H, W), got {value!r}")
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) < 1:
-        raise ConfigError(f"image_size must be two positive sizes (H, W), got {value!r}")
-    return int(dims[0]), int(dims[1])
 
 
 @dataclass
@@ -232,8 +204,7 @@ class ACTConfig(PolicyConfig):
                 raise ConfigError(f"normalization_mapping lacks {kind!r}: {self.normalization_mapping}")
         if self.l1_reduction not in L1_REDUCTIONS:
             raise ConfigError(f"l1_reduction must be one of {L1_REDUCTIONS}, got {self.l1_reduction!r}")
-        if self.resize_mode not in RESIZE_MODES:
-            raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        check_mode(self.resize_mode)
         for name in ("augment_brightness", "augment_contrast", "augment_saturation", "augment_sharpness"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -301,6 +272,17 @@ class ACTConfig(PolicyConfig):
         out["image_size"] = list(self.image_size) if self.image_size is not None else None
         out["optimizer_betas"] = list(self.optimizer_betas)
         return out
+
+    def image_input(self) -> tuple[tuple[int, int] | None, str]:
+        return self.image_size, self.resize_mode
+
+    def with_image_input(self, size: tuple[int, int] | None, mode: str | None) -> ACTConfig:
+        changes: dict[str, Any] = {}
+        if size is not None:
+            changes["image_size"] = tuple(size)
+        if mode is not None:
+            changes["resize_mode"] = mode
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 def resolve_torchvision_weights_name(name: str) -> str | None:

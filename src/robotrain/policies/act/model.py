@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
+from robotrain.data.images import fit_float, to_unit_float
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.policies.normalize import Normalizer
 from robotrain.policies.act.augment import ImageAugment
@@ -348,18 +349,6 @@ class TemporalEnsembler:
         return action
 
 
-def _resize(img: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    """(B, 3, h, w) -> (B, 3, H, W): bilinear with antialias; "pad" keeps the aspect ratio
-    and pads left/top with zeros (the dataset cache's convention)."""
-    if mode == "resize":
-        return F.interpolate(img, size=size, mode="bilinear", antialias=True, align_corners=False)
-    h, w = img.shape[-2:]
-    scale = min(size[0] / h, size[1] / w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    img = F.interpolate(img, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
-    return F.pad(img, (size[1] - new_w, 0, size[0] - new_h, 0))
-
-
 # --- the policy ---------------------------------------------------------------------
 
 
@@ -452,10 +441,7 @@ class ACTPolicy(Policy):
             img = batch[key]
             if img.dim() == 5:  # (B, T=1, C, H, W): a one-frame observation window
                 img = img[:, -1]
-            if img.dtype == torch.uint8:
-                img = img.float() / 255
-            if tuple(img.shape[-2:]) != self.image_hw:
-                img = _resize(img, self.image_hw, self.config.resize_mode)
+            img = fit_float(to_unit_float(img), self.image_hw, self.config.resize_mode)
             if self.training and self.augment is not None:
                 img = self.augment(img)
             out.append(self.normalizer.normalize(key, img))

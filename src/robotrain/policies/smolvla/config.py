@@ -172,6 +172,22 @@ class SmolVLAConfig(PolicyConfig):
         if self.prefix_length > 0:
             raise ConfigError("prefix_length > 0 (fixed prefix padding) is not supported; use -1")
 
+    def image_input(self) -> tuple[tuple[int, int] | None, str]:
+        """SmolVLA fits every frame into `resize_imgs_with_padding` (W, H) with padding."""
+        if self.resize_imgs_with_padding is None:
+            return None, "pad"
+        width, height = self.resize_imgs_with_padding
+        return (int(height), int(width)), "pad"
+
+    def with_image_input(self, size: tuple[int, int] | None, mode: str | None) -> SmolVLAConfig:
+        if mode == "resize" and size is None:  # run configs saved before the default became None
+            return self
+        if mode not in (None, "pad"):
+            raise ConfigError(f"SmolVLA pads frames into its input size (resize_mode 'pad'), got {mode!r}")
+        if size is None:
+            return self
+        return dataclasses.replace(self, resize_imgs_with_padding=(int(size[1]), int(size[0])))
+
     # --- LeRobot config.json --------------------------------------------------------
     @classmethod
     def from_lerobot_dict(cls, data: Mapping[str, Any], **overrides: Any) -> SmolVLAConfig:

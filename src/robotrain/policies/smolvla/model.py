@@ -34,13 +34,8 @@ from robotrain.policies.base import Batch, Policy, PolicyFeatures
 from robotrain.policies.smolvla import backbone
 from robotrain.policies.smolvla.config import SmolVLAConfig
 from robotrain.policies.smolvla.flow import VLAFlowMatching, sample_time
-from robotrain.policies.smolvla.preprocess import (
-    ensure_tensor,
-    last_step,
-    pad_last_dim,
-    resize_with_pad,
-    to_siglip_range,
-)
+from robotrain.data.images import fit_float, to_unit_float
+from robotrain.policies.smolvla.preprocess import ensure_tensor, last_step, pad_last_dim, to_siglip_range
 
 logger = logging.getLogger(__name__)
 
@@ -212,12 +207,11 @@ class SmolVLAPolicy(Policy):
         present = [k for k in self.features.camera_keys if k in batch]
         if not present:
             raise ConfigError(f"the batch has none of the cameras {list(self.features.camera_keys)}")
-        size = self.config.resize_imgs_with_padding
+        size, mode = self.config.image_input()
         images, masks = [], []
         for key in present:
-            img = last_step(ensure_tensor(batch[key], key), 4).float()  # (B, C, H, W) in [0, 1]
-            if size is not None:
-                img = resize_with_pad(img, size[0], size[1], pad_value=0.0)
+            img = to_unit_float(last_step(ensure_tensor(batch[key], key), 4)).float()  # (B, C, H, W) in [0, 1]
+            img = fit_float(img, size, mode)  # a no-op on frames our loader or rollout fitted already
             images.append(to_siglip_range(img))
             masks.append(torch.ones(img.shape[0], dtype=torch.bool, device=device))
         for _ in range(self.config.empty_cameras):

@@ -1,24 +1,9 @@
-"""Image, state and action preparation for SmolVLA (torch only, no torchvision)."""
+"""State, action and image-range preparation for SmolVLA (frames are fitted by `robotrain.data.images`)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
-
-
-def resize_with_pad(img: Tensor, width: int, height: int, pad_value: float = 0.0) -> Tensor:
-    """(B, C, H, W) -> (B, C, height, width): bilinear resize keeping the aspect ratio, then
-    pad on the left and top (LeRobot's layout, which pretrained SmolVLA weights saw)."""
-    if img.ndim != 4:
-        raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(img.shape)}")
-    cur_h, cur_w = img.shape[2:]
-    if (cur_h, cur_w) == (height, width):
-        return img
-    ratio = max(cur_w / width, cur_h / height)
-    new_h, new_w = int(cur_h / ratio), int(cur_w / ratio)
-    resized = F.interpolate(img, size=(new_h, new_w), mode="bilinear", align_corners=False)
-    pad_h, pad_w = max(0, height - new_h), max(0, width - new_w)
-    return F.pad(resized, (pad_w, 0, pad_h, 0), value=pad_value)
 
 
 def pad_last_dim(x: Tensor, size: int) -> Tensor:
@@ -46,4 +31,4 @@ def ensure_tensor(x: object, name: str) -> Tensor:
     return x
 
 
-__all__ = ["ensure_tensor", "last_step", "pad_last_dim", "resize_with_pad", "to_siglip_range"]
+__all__ = ["ensure_tensor", "last_step", "pad_last_dim", "to_siglip_range"]
