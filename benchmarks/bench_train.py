@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET = REPO.parent / "shared" / "fixtures" / "so101_fixture_v30"
+DEFAULT_DATASET = REPO / "tests" / "fixtures" / "so101_fixture_v30"
 SIZES = ("480x640", "240x320", "224x224")
 
 

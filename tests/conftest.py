@@ -1,5 +1,5 @@
-"""Shared test fixtures. Tests build their own tiny data; the LeRobot-written fixtures
-come from `../shared/fixtures` beside the checkout (CI lays a copy there too)."""
+"""Shared test fixtures. Tests build their own tiny data; the files written by LeRobot
+itself live in `tests/fixtures/` (README there), so a fresh clone runs every test."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+LEROBOT_FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,10 +32,9 @@ def _private_frame_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def lerobot_fixtures() -> Path:
-    """Files written by LeRobot itself (dataset v3.0/v2.1, an ACT checkpoint, a log)."""
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip(f"LeRobot fixtures not found at {SHARED_FIXTURES}")
-    return SHARED_FIXTURES
+    """Files written by LeRobot itself (datasets v3.0/v2.1, an ACT and a SmolVLA checkpoint,
+    a training log, the reference state-dict key lists)."""
+    return LEROBOT_FIXTURES
 
 
 KILLED_WORKER_MARKER = "KILLED_WORKER_MARKER"

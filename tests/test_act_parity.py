@@ -16,7 +16,7 @@ from robotrain.policies.normalize import unflatten_stats
 from robotrain.policies.act.config import ACTConfig, features_from_lerobot_dict
 from robotrain.policies.act.model import ACTPolicy
 
-KEYS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "docs" / "act_state_dict_keys.txt"
+KEYS_FILE = Path(__file__).resolve().parent / "fixtures" / "act_state_dict_keys.txt"
 CKPT = "lerobot_act_checkpoint/pretrained_model"
 
 
@@ -31,10 +31,6 @@ def read_reference_keys(path: Path) -> dict[str, list[int]]:
 
 
 def test_state_dict_equals_lerobot_keys_and_shapes():
-    if not KEYS_FILE.is_file():
-        import pytest
-
-        pytest.skip(f"{KEYS_FILE} not found")
     ref = read_reference_keys(KEYS_FILE)
     policy = ACTPolicy(ACTConfig(), features(480, 640), stats())
     mine = {k: list(v.shape) for k, v in policy.state_dict().items()}

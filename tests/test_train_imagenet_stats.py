@@ -1,7 +1,7 @@
 """Image normalisation like lerobot-train: ImageNet mean/std in place of the dataset's.
 
 lerobot-train's default `dataset.use_imagenet_stats=true` replaces every camera's mean/std
-before building the normaliser (its checkpoint, ../shared/fixtures/lerobot_act_checkpoint,
+before building the normaliser (its checkpoint, tests/fixtures/lerobot_act_checkpoint,
 holds mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225] for both cameras). robotrain
 train must do the same by default, and save the stats it used.
 """

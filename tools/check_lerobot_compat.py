@@ -8,7 +8,7 @@ never depends on. Run it in a SEPARATE virtual environment (never /work/venv):
                                                               # torch 2.10, torchvision 0.25, av, ...
     cd <robotrain checkout>
     # a checkpoint written by robotrain (any small ACT run):
-    PYTHONPATH=src /work/venv/bin/python -m robotrain train --dataset ../shared/fixtures/so101_fixture_v30 \
+    PYTHONPATH=src /work/venv/bin/python -m robotrain train --dataset tests/fixtures/so101_fixture_v30 \
         --policy act --policy.dim_model 64 --policy.dim_feedforward 128 --policy.n_heads 4 \
         --policy.n_encoder_layers 1 --policy.n_vae_encoder_layers 1 --policy.chunk_size 10 \
         --policy.n_action_steps 10 --steps 2 --batch-size 2 --num-workers 0 --output-dir /tmp/rt_act
@@ -56,9 +56,7 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-SHARED = REPO.parent / "shared"
-if not SHARED.is_dir():  # a worktree under /work/wt/<name>: ../shared is beside it
-    SHARED = REPO.parents[1] / "shared" if (REPO.parents[1] / "shared").is_dir() else SHARED
+FIXTURES = REPO / "tests" / "fixtures"  # files LeRobot itself wrote (tests/fixtures/README.md)
 
 # Tolerances: the policies run the same float32 maths in a different order -> ~1e-5;
 # images are decoded from the same AV1 files by different decoders / colour conversions.
@@ -198,7 +196,7 @@ def write_tiny_dataset(root: Path) -> Path:
 
 
 def convert_v21(out: Path) -> Path:
-    src = SHARED / "fixtures" / "so101_fixture_v21"
+    src = FIXTURES / "so101_fixture_v21"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     subprocess.run([sys.executable, "-m", "robotrain", "dataset", "convert", str(src), "--out", str(out)],
                    check=True, env=env)
@@ -326,9 +324,9 @@ def guarded(name: str, fn: Any, *args: Any) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lerobot-checkpoint", type=Path,
-                   default=SHARED / "fixtures" / "lerobot_act_checkpoint" / "pretrained_model")
+                   default=FIXTURES / "lerobot_act_checkpoint" / "pretrained_model")
     p.add_argument("--robotrain-checkpoint", type=Path, default=Path("/tmp/rt_act/checkpoints/last/pretrained_model"))
-    p.add_argument("--lerobot-dataset", type=Path, default=SHARED / "fixtures" / "so101_fixture_v30")
+    p.add_argument("--lerobot-dataset", type=Path, default=FIXTURES / "so101_fixture_v30")
     p.add_argument("--workdir", type=Path, default=None, help="where the written/converted datasets go (temp dir)")
     p.add_argument("--video-backend", default="pyav", choices=["pyav", "torchcodec"],
                    help="LeRobot's decoder (its default is torchcodec when that imports)")

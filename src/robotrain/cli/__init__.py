@@ -7,7 +7,7 @@ with no traceback and exit non-zero.
 
 Example:
     robotrain --help
-    robotrain dataset info ../shared/fixtures/so101_fixture_v30
+    robotrain dataset info tests/fixtures/so101_fixture_v30
 """
 
 from __future__ import annotations

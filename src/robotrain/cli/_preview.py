@@ -5,7 +5,7 @@ In cli/dataset.py:
     register_preview(dataset_subparsers)
 
 Example:
-    robotrain dataset preview ../shared/fixtures/so101_fixture_v30 --episode 0 --out preview/
+    robotrain dataset preview tests/fixtures/so101_fixture_v30 --episode 0 --out preview/
 """
 
 from __future__ import annotations

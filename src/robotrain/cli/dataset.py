@@ -1,11 +1,11 @@
 """`robotrain dataset ...`: inspect, validate and pre-cache LeRobot datasets.
 
 Examples:
-    robotrain dataset info ../shared/fixtures/so101_fixture_v30
-    robotrain dataset validate ../shared/fixtures/so101_fixture_v21
-    robotrain dataset cache ../shared/fixtures/so101_fixture_v30 --size 240x320 [--pad] [--cache-dir D]
-    robotrain dataset convert ../shared/fixtures/so101_fixture_v21 --out /tmp/so101_v30
-    robotrain dataset preview ../shared/fixtures/so101_fixture_v30 --episode 0 --out preview/
+    robotrain dataset info tests/fixtures/so101_fixture_v30
+    robotrain dataset validate tests/fixtures/so101_fixture_v21
+    robotrain dataset cache tests/fixtures/so101_fixture_v30 --size 240x320 [--pad] [--cache-dir D]
+    robotrain dataset convert tests/fixtures/so101_fixture_v21 --out /tmp/so101_v30
+    robotrain dataset preview tests/fixtures/so101_fixture_v30 --episode 0 --out preview/
 
 Each sub-subcommand is a `register_<name>(subparsers)` function listed in
 `DATASET_SUBCOMMANDS`; a new one (convert, preview, ...) is one more function there.

@@ -13,7 +13,7 @@ complete (`atomic_directory`), and `complete.json` is written last: a killed bui
 never looks complete, and a cache without a valid marker is rebuilt.
 
 Example:
-    PYTHONPATH=src python -m robotrain dataset cache ../shared/fixtures/so101_fixture_v30 --size 96x96 --pad
+    PYTHONPATH=src python -m robotrain dataset cache tests/fixtures/so101_fixture_v30 --size 96x96 --pad
 """
 
 from __future__ import annotations

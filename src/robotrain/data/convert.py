@@ -23,7 +23,7 @@ not exist.
 Example:
     PYTHONPATH=src python -c "
     from robotrain.data.convert import convert_v21_to_v30
-    print(convert_v21_to_v30('../shared/fixtures/so101_fixture_v21', '/tmp/so101_v30').summary())"
+    print(convert_v21_to_v30('tests/fixtures/so101_fixture_v21', '/tmp/so101_v30').summary())"
 """
 
 from __future__ import annotations

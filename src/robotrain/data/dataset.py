@@ -12,7 +12,7 @@ all workers share the OS page cache instead of pickling arrays.
 
 Example:
     PYTHONPATH=src python -c "from robotrain.data.dataset import LeRobotDataset; \
-ds = LeRobotDataset('../shared/fixtures/so101_fixture_v30', {'action': [i / 30 for i in range(10)]}, \
+ds = LeRobotDataset('tests/fixtures/so101_fixture_v30', {'action': [i / 30 for i in range(10)]}, \
 image_size=(96, 96)); print(len(ds), {k: getattr(v, 'shape', v) for k, v in ds[0].items()})"
 """
 

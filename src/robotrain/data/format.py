@@ -6,7 +6,7 @@ problem is a `DatasetError` that names the file and the field at fault.
 
 Example:
     python -c "from robotrain.data.format import load_meta; \
-print(load_meta('../shared/fixtures/so101_fixture_v30'))"
+print(load_meta('tests/fixtures/so101_fixture_v30'))"
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ v3.0 files hold many episodes back to back: callers pass `from_timestamp + times
 
 Example:
     python -c "from robotrain.data.video import probe_video; \
-print(probe_video('../shared/fixtures/so101_fixture_v21/videos/chunk-000/observation.images.front/episode_000000.mp4'))"
+print(probe_video('tests/fixtures/so101_fixture_v21/videos/chunk-000/observation.images.front/episode_000000.mp4'))"
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Write LeRobot v3.0 datasets that LeRobot (>= 0.4) loads unchanged.
 
-Layout (mirrors what LeRobot 0.4.4 writes, see ../shared/fixtures/so101_fixture_v30):
+Layout (mirrors what LeRobot 0.4.4 writes, see tests/fixtures/so101_fixture_v30):
 ```
 root/meta/info.json                              written last: its presence means "complete"
 root/meta/stats.json                             aggregated dataset stats

@@ -9,7 +9,7 @@ Frames come through `robotrain.data.dataset.LeRobotDataset` (house rule: only `d
 opens parquet or video files), decoded per sample so no cache is written.
 
 Example:
-    robotrain dataset preview ../shared/fixtures/so101_fixture_v30 --episode 0 --out preview/
+    robotrain dataset preview tests/fixtures/so101_fixture_v30 --episode 0 --out preview/
 """
 
 from __future__ import annotations
