@@ -265,3 +265,11 @@ def test_bf16_autocast_forward(snapshot: Path) -> None:
     policy.to(torch.bfloat16).eval()  # whole model in bf16
     actions = policy.predict_action_chunk(batch(chunk=CHUNK))
     assert torch.isfinite(actions).all()
+
+
+def test_missing_transformers_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"needs the 'transformers' package.*\.\[smolvla\]"):
+        SmolVLAPolicy(SmolVLAConfig(vlm="tiny", resize_imgs_with_padding=(32, 32)), features(), stats())

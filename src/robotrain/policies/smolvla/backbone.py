@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.policies.smolvla.config import VLM_FULL_RANDOM, VLM_TINY, SmolVLAConfig
@@ -98,6 +98,22 @@ TINY_SMOLVLM: dict[str, Any] = {
 }
 
 
+INSTALL_HINT = "pip install -e '.[smolvla]' (or: pip install 'robotrain[smolvla]')"
+
+
+def require(module: str) -> Any:
+    """Import one of SmolVLA's optional dependencies (transformers, tokenizers), or say in
+    one line how to install them instead of a ModuleNotFoundError traceback."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise ConfigError(f"SmolVLA needs the {module!r} package, which is not installed: {INSTALL_HINT}") from None
+
+
 class TaskTokenizer(Protocol):
     pad_id: int
 
@@ -121,8 +137,7 @@ class FileTokenizer:
     AutoTokenizer runs too), with the pad token named in `tokenizer_config.json`."""
 
     def __init__(self, snapshot: Path) -> None:
-        from tokenizers import Tokenizer
-
+        Tokenizer = require("tokenizers").Tokenizer
         path = snapshot / "tokenizer.json"
         if not path.is_file():
             raise CheckpointError("no tokenizer.json in the SmolVLM2 snapshot", snapshot)
@@ -209,9 +224,60 @@ def resolve_vlm(config: SmolVLAConfig) -> tuple[dict[str, Any], Path | None]:
     return data, snapshot
 
 
+def patch_position_ids(patch_mask: Tensor, patches_per_side: int) -> Tensor:
+    """(B, rows, cols) bool mask of real patches -> (B, rows * cols) position-embedding ids.
+
+    SmolVLM's vision tower places an image of r x c real patches on its n x n grid of
+    position embeddings: patch (i, j) gets bucket (i * n // r) * n + (j * n // c), a full
+    n x n image gets 0..n^2-1. Computed here in integers because transformers computes it
+    in floats and changed the rounding between releases: 4.55.1-4.57.x scale the float32
+    coordinates by (1 - 1e-6) first, so every exact bucket boundary falls one bucket low (a
+    4x4 grid gets 0,0,1,2,0,0,1,2,4,4,5,6,8,8,9,10); 5.x clamps and gives 0..15. The same
+    weights must not act differently after a minor dependency upgrade, so the ids are ours.
+    Padding patches (mask False) get id 0, as in transformers."""
+    batch, rows, cols = patch_mask.shape
+    n = patches_per_side
+    real_rows = patch_mask[:, :, 0].sum(dim=1).clamp(min=1)  # (B,)
+    real_cols = patch_mask[:, 0, :].sum(dim=1).clamp(min=1)
+    i = torch.arange(rows, device=patch_mask.device)
+    j = torch.arange(cols, device=patch_mask.device)
+    bucket_h = torch.div(i[None, :] * n, real_rows[:, None], rounding_mode="floor").clamp(max=n - 1)  # (B, rows)
+    bucket_w = torch.div(j[None, :] * n, real_cols[:, None], rounding_mode="floor").clamp(max=n - 1)  # (B, cols)
+    ids = (bucket_h[:, :, None] * n + bucket_w[:, None, :]).reshape(batch, -1)
+    return torch.where(patch_mask.reshape(batch, -1), ids, torch.zeros_like(ids))
+
+
+class VisionEmbeddings(nn.Module):
+    """SmolVLM's vision embeddings (patch convolution + learned positions) with the position
+    ids of `patch_position_ids`. It holds the original's two layers under their names, so
+    state-dict keys are unchanged (`...vision_model.embeddings.patch_embedding.weight`)."""
+
+    def __init__(self, original: nn.Module) -> None:
+        super().__init__()
+        self.patch_embedding = original.patch_embedding
+        self.position_embedding = original.position_embedding
+        self.patch_size = int(original.patch_size)
+        self.num_patches_per_side = int(original.num_patches_per_side)
+
+    def forward(self, pixel_values: Tensor, patch_attention_mask: Tensor | None = None) -> Tensor:
+        """(B, 3, H, W) -> (B, H/p * W/p, hidden)."""
+        batch, _, height, width = pixel_values.shape
+        if patch_attention_mask is None:
+            patch_attention_mask = torch.ones(
+                batch, height // self.patch_size, width // self.patch_size, dtype=torch.bool, device=pixel_values.device
+            )
+        patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)  # (B, N, hidden)
+        ids = patch_position_ids(patch_attention_mask.bool(), self.num_patches_per_side)
+        return patches + self.position_embedding(ids)
+
+
 def build_vlm(vlm_dict: dict[str, Any], num_layers: int, device: torch.device | str | None = None) -> torch.nn.Module:
-    """A SmolVLMForConditionalGeneration with only the first `num_layers` decoder layers."""
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+    """A SmolVLMForConditionalGeneration with only the first `num_layers` decoder layers,
+    its vision position ids computed by us (`VisionEmbeddings`)."""
+    transformers = require("transformers")
+    SmolVLMConfig, SmolVLMForConditionalGeneration = (
+        transformers.SmolVLMConfig, transformers.SmolVLMForConditionalGeneration
+    )
 
     data = json.loads(json.dumps(vlm_dict))
     data["model_type"] = "smolvlm"
@@ -224,7 +290,10 @@ def build_vlm(vlm_dict: dict[str, Any], num_layers: int, device: torch.device | 
     vlm_config.vision_config._attn_implementation = "sdpa"
     vlm_config.text_config._attn_implementation = "sdpa"
     with torch.device(device) if device is not None else nullcontext():
-        return SmolVLMForConditionalGeneration(vlm_config)
+        vlm = SmolVLMForConditionalGeneration(vlm_config)
+        vision = vlm.model.vision_model
+        vision.embeddings = VisionEmbeddings(vision.embeddings)
+    return vlm
 
 
 def _safetensors_files(snapshot: Path) -> list[Path]:

@@ -204,23 +204,30 @@ class SmolVLAPolicy(Policy):
         device = self._device
         batch = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
         batch = self.normalizer.normalize_batch(batch)
+        images, masks = self.prepare_images(batch)
+        state = last_step(ensure_tensor(batch[OBS_STATE], OBS_STATE), 2).float()
+        state = pad_last_dim(state, self.config.max_state_dim)
+        tokens, lang_mask = self._tokens(batch.get(TASK), state.shape[0])
+        return images, masks, tokens.to(device), lang_mask.to(device), state, batch
+
+    def prepare_images(self, batch: Batch) -> tuple[list[Tensor], list[Tensor]]:
+        """Each camera of `batch` (B, C, H, W) in [0, 1] or uint8, fitted into the model's
+        input (LeRobot's resize_with_pad; a no-op on frames our loader or rollout fitted
+        already) and scaled to SigLIP's [-1, 1], with a (B,) mask; then the empty cameras."""
         present = [k for k in self.features.camera_keys if k in batch]
         if not present:
             raise ConfigError(f"the batch has none of the cameras {list(self.features.camera_keys)}")
         size, mode = self.config.image_input()
         images, masks = [], []
         for key in present:
-            img = to_unit_float(last_step(ensure_tensor(batch[key], key), 4)).float()  # (B, C, H, W) in [0, 1]
-            img = fit_float(img, size, mode)  # a no-op on frames our loader or rollout fitted already
+            img = to_unit_float(last_step(ensure_tensor(batch[key], key), 4)).float()  # (B, C, H, W)
+            img = fit_float(img.to(self._device), size, mode)
             images.append(to_siglip_range(img))
-            masks.append(torch.ones(img.shape[0], dtype=torch.bool, device=device))
+            masks.append(torch.ones(img.shape[0], dtype=torch.bool, device=img.device))
         for _ in range(self.config.empty_cameras):
             images.append(torch.full_like(images[0], -1.0))
             masks.append(torch.zeros_like(masks[0]))
-        state = last_step(ensure_tensor(batch[OBS_STATE], OBS_STATE), 2).float()
-        state = pad_last_dim(state, self.config.max_state_dim)
-        tokens, lang_mask = self._tokens(batch.get(TASK), state.shape[0])
-        return images, masks, tokens.to(device), lang_mask.to(device), state, batch
+        return images, masks
 
     def _tokens(self, task: str | Sequence[str] | None, batch_size: int) -> tuple[Tensor, Tensor]:
         if task is None:
