@@ -133,10 +133,41 @@ def test_tokenizers(tmp_path: Path) -> None:
     snap = write_tiny_snapshot(tmp_path / "snap", num_layers=1)
     tok = FileTokenizer(snap)
     assert tok.pad_id == 0
-    ids, mask = tokenize(tok, ["pick up the cube\n", "push left and right and up"], max_length=5, pad_to_max=False)
-    assert ids.shape == (2, 5) and mask[0].tolist() == [True] * 5 and ids[0, 4].item() == 2
-    ids, mask = tokenize(tok, ["pick\n"], max_length=6, pad_to_max=True)
+    ids, mask = tokenize(tok, ["pick up the cube", "push left and right and up"], max_length=5, pad_to_max=False)
+    assert ids.shape == (2, 5) and mask[0].tolist() == [True] * 5 and ids[0, 4].item() == 2  # the "\n"
+    ids, mask = tokenize(tok, ["pick"], max_length=6, pad_to_max=True)
     assert ids.shape == (1, 6) and mask[0].tolist() == [True, True, False, False, False, False]
     assert ids[0, 2:].tolist() == [0] * 4
     byte_ids, _ = tokenize(ByteTokenizer(300), ["ab"], 48, False)
-    assert byte_ids.tolist() == [[ord("a") + 4, ord("b") + 4]]
+    assert byte_ids.tolist() == [[ord("a") + 4, ord("b") + 4, ord("\n") + 4]]
+
+
+@pytest.mark.parametrize("padding", ["longest", "max_length"])
+def test_prompts_tokenize_as_lerobots_preprocessor(tmp_path: Path, padding: str) -> None:
+    """LeRobot's SmolVLA preprocessor: newline-terminated task, then its fast tokenizer
+    called with truncation to tokenizer_max_length and right padding. A small tokenizer that
+    adds a begin and an end token shows the special tokens survive truncation as there."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "\n": 4, **{w: i + 5 for i, w in enumerate(
+        ["pick", "up", "the", "cube", "and", "place", "it", "in", "bowl"])}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(pattern=" ", behavior="removed"), pre_tokenizers.Split(pattern="\n", behavior="isolated")])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    tok.save(str(snap / "tokenizer.json"))
+    (snap / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<pad>"}))
+    tasks = ["pick up the cube and place it in the bowl", "pick up\n", "cube"]
+    max_length = 8
+
+    ours_ids, ours_mask = tokenize(FileTokenizer(snap), tasks, max_length, pad_to_max=padding == "max_length")
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(snap / "tokenizer.json"), pad_token="<pad>")
+    prompts = [t if t.endswith("\n") else f"{t}\n" for t in tasks]  # LeRobot's SmolVLANewLineProcessor
+    ref = hf(prompts, max_length=max_length, truncation=True, padding=padding, padding_side="right",
+             return_tensors="pt")
+    assert ours_ids.tolist() == ref["input_ids"].tolist()
+    assert ours_mask.tolist() == ref["attention_mask"].bool().tolist()
+    assert ours_ids[0, -1].item() == 3 and ours_ids.shape[1] == max_length  # truncated, end token kept

@@ -103,7 +103,7 @@ def test_policy_chunk_is_the_model_sample_unpadded(lerobot_policy: SmolVLAPolicy
     """Through the policy contract (identity stats): the first 6 dims of LeRobot's chunk."""
     e = expect
     n = e["state"].shape[0]
-    lerobot_policy._token_cache[tuple(["x\n"] * n)] = (e["lang_tokens"], e["lang_mask"])  # token ids as given
+    lerobot_policy._token_cache[tuple(["x"] * n)] = (e["lang_tokens"], e["lang_mask"])  # token ids as given
     batch = {CAMERAS[0]: e["front"], CAMERAS[1]: e["wrist"], "observation.state": e["state"], "task": ["x"] * n}
     chunk = lerobot_policy.predict_action_chunk(batch, noise=e["noise"])
     torch.testing.assert_close(chunk, e["sampled"][:, :, :6], rtol=0, atol=TOL)

@@ -117,7 +117,10 @@ def require(module: str) -> Any:
 class TaskTokenizer(Protocol):
     pad_id: int
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode_batch(self, texts: Sequence[str], max_length: int, pad_to_max: bool) -> tuple[Tensor, Tensor]:
+        """Token ids (B, L) and attention mask (B, L) bool, truncated to `max_length`,
+        right-padded to the longest text (or to `max_length` with `pad_to_max`)."""
+        ...
 
 
 class ByteTokenizer:
@@ -131,10 +134,16 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return [(b + 4) % self.vocab_size for b in text.encode("utf-8")]
 
+    def encode_batch(self, texts: Sequence[str], max_length: int, pad_to_max: bool) -> tuple[Tensor, Tensor]:
+        return _right_pad([self.encode(t)[:max_length] for t in texts], self.pad_id, max_length if pad_to_max else None)
+
 
 class FileTokenizer:
-    """A snapshot's `tokenizer.json`, run by the `tokenizers` library (what a fast
-    AutoTokenizer runs too), with the pad token named in `tokenizer_config.json`."""
+    """A snapshot's `tokenizer.json`, run by the `tokenizers` library with the settings
+    LeRobot's SmolVLA preprocessor gives the fast tokenizer it runs (its
+    `TokenizerProcessorStep`): special tokens added as tokenizer.json says, truncation to
+    `tokenizer_max_length` (longest-first, from the right), padding on the right with the
+    pad token of `tokenizer_config.json`, to the longest task or to the maximum length."""
 
     def __init__(self, snapshot: Path) -> None:
         Tokenizer = require("tokenizers").Tokenizer
@@ -145,11 +154,9 @@ class FileTokenizer:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # the tokenizers library raises plain Exceptions
             raise CheckpointError(f"cannot read tokenizer: {exc}", path) from exc
-        self._tok.no_padding()
-        self._tok.no_truncation()
-        self.pad_id = self._find_pad_id(snapshot)
+        self.pad_token, self.pad_id = self._find_pad(snapshot)
 
-    def _find_pad_id(self, snapshot: Path) -> int:
+    def _find_pad(self, snapshot: Path) -> tuple[str, int]:
         for name in ("tokenizer_config.json", "special_tokens_map.json"):
             path = snapshot / name
             if not path.is_file():
@@ -164,25 +171,39 @@ class FileTokenizer:
                 pad_id = self._tok.token_to_id(pad)
                 if pad_id is None:
                     raise CheckpointError(f"pad_token {pad!r} is not in tokenizer.json", path)
-                return pad_id
+                return pad, pad_id
         raise CheckpointError("tokenizer_config.json names no pad_token", snapshot)
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text).ids
+    def encode_batch(self, texts: Sequence[str], max_length: int, pad_to_max: bool) -> tuple[Tensor, Tensor]:
+        self._tok.enable_truncation(max_length=max_length)
+        self._tok.enable_padding(direction="right", pad_id=self.pad_id, pad_token=self.pad_token,
+                                 length=max_length if pad_to_max else None)
+        encodings = self._tok.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool)
+        return ids, mask
 
 
-def tokenize(
-    tokenizer: TaskTokenizer, tasks: Sequence[str], max_length: int, pad_to_max: bool
-) -> tuple[Tensor, Tensor]:
-    """Token ids (B, L) and mask (B, L), right-padded (LeRobot pads on the right)."""
-    ids = [tokenizer.encode(t)[:max_length] for t in tasks]
-    length = max_length if pad_to_max else max(1, max(len(i) for i in ids))
-    out = torch.full((len(ids), length), tokenizer.pad_id, dtype=torch.long)
+def _right_pad(ids: list[list[int]], pad_id: int, length: int | None) -> tuple[Tensor, Tensor]:
+    length = length or max(1, max(len(i) for i in ids))
+    out = torch.full((len(ids), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), length), dtype=torch.bool)
     for row, seq in enumerate(ids):
         out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = True
     return out, mask
+
+
+def task_prompts(tasks: Sequence[str]) -> list[str]:
+    """LeRobot's SmolVLA prompt: the task string ending in one newline (added if missing)."""
+    return [t if t.endswith("\n") else t + "\n" for t in tasks]
+
+
+def tokenize(
+    tokenizer: TaskTokenizer, tasks: Sequence[str], max_length: int, pad_to_max: bool
+) -> tuple[Tensor, Tensor]:
+    """The prompts of `tasks` as token ids (B, L) and attention mask (B, L)."""
+    return tokenizer.encode_batch(task_prompts(tasks), max_length, pad_to_max)
 
 
 def _hf_cache_snapshot(model_name: str) -> Path | None:

@@ -235,8 +235,6 @@ class SmolVLAPolicy(Policy):
         tasks = [task] * batch_size if isinstance(task, str) else list(task)
         if len(tasks) != batch_size:
             raise ConfigError(f"batch[{TASK!r}] has {len(tasks)} strings for a batch of {batch_size}")
-        # LeRobot's preprocessor ends every task with a newline before tokenising.
-        tasks = [t if t.endswith("\n") else t + "\n" for t in tasks]
         key = tuple(tasks)
         if key not in self._token_cache:
             if len(self._token_cache) > 1024:
