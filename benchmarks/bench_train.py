@@ -35,7 +35,7 @@ def encoder_tokens(policy_type: str, dataset: str, size: tuple[int, int], extra:
     """The policy's encoder token count at `size` (built on the meta device: no memory)."""
     import torch
 
-    from robotrain.config.train import parse_train_config
+    from robotrain.training.config import parse_train_config
     from robotrain.data.format import load_meta
     from robotrain.policies import get_policy_class
     from robotrain.training.loop import policy_features

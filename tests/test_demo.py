@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from robotrain.config.presets import PRESETS, preset_act_sim_demo
+from robotrain.training.presets import PRESETS, preset_act_sim_demo
 from robotrain.recipes.demo import DemoConfig, train_config
 from robotrain.errors import ConfigError
 

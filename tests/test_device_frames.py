@@ -11,7 +11,7 @@ import pytest
 import torch
 from dataset_helpers import FRONT, V30, WRIST
 
-from robotrain.config.train import parse_train_config
+from robotrain.training.config import parse_train_config
 from robotrain.constants import ACTION, OBS_IMAGES_PREFIX, frame_index_key
 from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.device_frames import DeviceFrames

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from robotrain.config import flags as config_flags
-from robotrain.config.train import TrainConfig, parse_train_config
+from robotrain.training.config import TrainConfig, parse_train_config
 from robotrain.errors import ConfigError
 
 import train_helpers

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from robotrain.checkpoints.store import PREPROCESSOR_STATS
 from robotrain.constants import IMAGENET_MEAN, IMAGENET_STD
-from robotrain.config.train import parse_train_config
+from robotrain.training.config import parse_train_config
 from robotrain.training.loop import train, training_stats
 
 import train_helpers

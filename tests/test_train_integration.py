@@ -15,7 +15,7 @@ pytest.importorskip("robotrain.data.dataset")
 pytest.importorskip("robotrain.policies.act.model")
 
 from robotrain.checkpoints.store import load_policy  # noqa: E402
-from robotrain.config.train import parse_train_config  # noqa: E402
+from robotrain.training.config import parse_train_config  # noqa: E402
 from robotrain.training.loop import train  # noqa: E402
 
 TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from robotrain.checkpoints.store import check_complete
-from robotrain.config.train import parse_train_config
+from robotrain.training.config import parse_train_config
 from robotrain.errors import ConfigError, RobotrainError, TrainingError, TrainingStopped
 from robotrain.training.loop import train
 

@@ -225,7 +225,7 @@ def main(argv: list[str]) -> int:
     """`robotrain train` on SyntheticSource (flags as for the real command, no --dataset)."""
     import logging
 
-    from robotrain.config.train import parse_train_config
+    from robotrain.training.config import parse_train_config
     from robotrain.errors import TrainingStopped
     from robotrain.training.loop import train
 

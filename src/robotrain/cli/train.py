@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robotrain.config.train import parse_train_config
+    from robotrain.training.config import parse_train_config
     from robotrain.training.loop import train
 
     argv = list(args.extra_args) + (["--help"] if args.train_help else [])

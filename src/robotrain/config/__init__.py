@@ -1,3 +1,3 @@
-"""How settings are given: the dataclass <-> JSON <-> command-line bridge (`flags`), the
-training config (`train`) and named presets (`presets`). Policy configs live with their
-policy (`policies/<name>/config.py`)."""
+"""How settings are given: the dataclass <-> JSON <-> command-line bridge (`flags`). The
+training config lives with the loop (`training/config.py`), each policy's with its policy
+(`policies/<name>/config.py`)."""

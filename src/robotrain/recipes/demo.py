@@ -91,7 +91,7 @@ def quick_demo_config(out: str) -> DemoConfig:
 
 def act_policy_overrides(quick: bool) -> dict[str, Any]:
     """The ACT fields the demo sets: the `act_sim_demo` preset, or a tiny model for --quick."""
-    from robotrain.config.presets import preset_act_sim_demo
+    from robotrain.training.presets import preset_act_sim_demo
 
     if not quick:
         return dict(preset_act_sim_demo()["policy"])
@@ -129,8 +129,8 @@ def record_stage(cfg: DemoConfig, root: Path) -> Path:
 def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) -> Any:
     """The TrainConfig of the demo run: the `act_sim_demo` preset plus the demo's sizes."""
     from robotrain.config.flags import from_dict
-    from robotrain.config.presets import preset_act_sim_demo
-    from robotrain.config.train import TrainConfig, apply_image_size
+    from robotrain.training.presets import preset_act_sim_demo
+    from robotrain.training.config import TrainConfig, apply_image_size
     from robotrain.policies import get_policy_class
 
     data = preset_act_sim_demo()

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robotrain.config import flags as config_flags
 from robotrain.checkpoints.store import Checkpointer, init_weights_from, policy_config_to_lerobot
-from robotrain.config.train import TrainConfig
+from robotrain.training.config import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped

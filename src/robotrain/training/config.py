@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robotrain.config.flags import add_dataclass_flags, convert, flags_to_overrides, from_dict, load_json_config, merge
-from robotrain.config.presets import PRESETS
+from robotrain.training.presets import PRESETS
 from robotrain.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
