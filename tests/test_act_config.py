@@ -12,9 +12,10 @@ from robotrain.policies import get_policy_class
 from robotrain.policies.act.config import (
     LEROBOT_FIELDS,
     ACTConfig,
-    features_from_lerobot_dict,
 )
 from robotrain.data.images import parse_image_size
+from robotrain.policies.act.model import ACTPolicy
+from robotrain.policies.base import PolicyFeatures
 
 FIXTURE_CONFIG = "lerobot_act_checkpoint/pretrained_model/config.json"
 
@@ -98,7 +99,7 @@ def test_lerobot_fixture_config_loads(lerobot_fixtures, caplog):
     assert (cfg.dim_model, cfg.n_heads, cfg.dim_feedforward, cfg.chunk_size) == (64, 4, 128, 10)
     assert (cfg.n_encoder_layers, cfg.n_vae_encoder_layers, cfg.n_action_steps) == (1, 1, 10)
     assert "ignoring field 'device'" in caplog.text and "input_features" in caplog.text
-    feats = features_from_lerobot_dict(d)
+    feats = PolicyFeatures.from_lerobot(d)
     assert feats.camera_keys == ("observation.images.front", "observation.images.wrist")
     assert feats.image_shape == (3, 96, 128) and feats.state_dim == 6 and feats.action_dim == 6
     # Writing it back gives LeRobot's file exactly.
@@ -143,8 +144,14 @@ def test_wrong_policy_type_and_bad_field_types():
 
 
 def test_features_need_a_camera():
-    with pytest.raises(ConfigError, match="VISUAL"):
-        features_from_lerobot_dict(
-            {"input_features": {"observation.state": {"type": "STATE", "shape": [6]}},
-             "output_features": {"action": {"type": "ACTION", "shape": [6]}}}
-        )  # fmt: skip
+    from act_testutils import stats
+
+    no_camera = PolicyFeatures.from_lerobot(
+        {"input_features": {"observation.state": {"type": "STATE", "shape": [6]}},
+         "output_features": {"action": {"type": "ACTION", "shape": [6]}}})  # fmt: skip
+    with pytest.raises(ConfigError, match="camera"):
+        ACTPolicy(ACTConfig(), no_camera, stats())
+    with pytest.raises(ConfigError, match="different shapes"):
+        PolicyFeatures.from_lerobot(
+            {"input_features": {"a": {"type": "VISUAL", "shape": [3, 4, 4]}, "b": {"type": "VISUAL", "shape": [3, 8, 8]}},
+             "output_features": {"action": {"type": "ACTION", "shape": [6]}}})  # fmt: skip

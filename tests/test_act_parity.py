@@ -13,7 +13,8 @@ from act_testutils import single_thread  # noqa: F401
 from act_testutils import CAMERAS, features, stats
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from robotrain.policies.normalize import unflatten_stats
-from robotrain.policies.act.config import ACTConfig, features_from_lerobot_dict
+from robotrain.policies.act.config import ACTConfig
+from robotrain.policies.base import PolicyFeatures
 from robotrain.policies.act.model import ACTPolicy
 
 KEYS_FILE = Path(__file__).resolve().parent / "fixtures" / "act_state_dict_keys.txt"
@@ -45,7 +46,7 @@ def test_state_dict_equals_lerobot_keys_and_shapes():
 def load_fixture_policy(fixtures: Path) -> tuple[ACTPolicy, dict]:
     d = json.loads((fixtures / CKPT / "config.json").read_text())
     flat = load_file(str(fixtures / CKPT / "policy_preprocessor_step_3_normalizer_processor.safetensors"))
-    policy = ACTPolicy(ACTConfig.from_lerobot_dict(d), features_from_lerobot_dict(d), unflatten_stats(flat))
+    policy = ACTPolicy(ACTConfig.from_lerobot_dict(d), PolicyFeatures.from_lerobot(d), unflatten_stats(flat))
     result = policy.load_state_dict(load_file(str(fixtures / CKPT / "model.safetensors")), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return policy, d

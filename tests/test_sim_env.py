@@ -187,8 +187,8 @@ def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError):
         SO101PickPlaceEnv(image_size=(8, 8))
     with pytest.raises(ConfigError):
-        parse_hw("640by480")
-    assert parse_hw("96x128") == (96, 128)
+        parse_hw("640by480", "--size")
+    assert parse_hw("96x128", "--size") == (96, 128)
 
 
 def test_bad_action_is_simulation_error(env):

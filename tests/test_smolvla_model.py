@@ -183,6 +183,30 @@ def test_state_dict_round_trip_via_lerobot_checkpoint(snapshot: Path, tmp_path: 
     assert all(not any(s in k for s in ("normalizer", "__mean")) for k in policy.state_dict())
 
 
+def test_checkpoint_in_lerobots_layout_reloads(snapshot: Path, tmp_path: Path) -> None:
+    """save_pretrained writes LeRobot's SmolVLA processor steps (newline, tokenizer) before
+    the normaliser, whose statistics file is then step 5; load_policy follows the file names
+    the processor descriptions give and rebuilds the same policy."""
+    from robotrain.checkpoints.store import load_policy, save_pretrained
+
+    policy = make_policy(snapshot, seed=1).eval()
+    save_pretrained(tmp_path, policy, stats())
+    pre = json.loads((tmp_path / "policy_preprocessor.json").read_text())
+    assert [s["registry_name"] for s in pre["steps"]] == [
+        "rename_observations_processor", "to_batch_processor", "smolvla_new_line_processor",
+        "tokenizer_processor", "device_processor", "normalizer_processor"]
+    tokenizer_step = pre["steps"][3]["config"]
+    assert tokenizer_step["max_length"] == 48 and tokenizer_step["padding_side"] == "right"
+    assert tokenizer_step["tokenizer_name"] == "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
+    assert pre["steps"][5]["state_file"] == "policy_preprocessor_step_5_normalizer_processor.safetensors"
+    assert (tmp_path / "policy_preprocessor_step_5_normalizer_processor.safetensors").is_file()
+    reloaded = load_policy(tmp_path, overrides={"vlm": str(snapshot), "load_vlm_weights": False})
+    noise, _ = fixed_noise_time()
+    obs = batch(chunk=CHUNK)
+    torch.testing.assert_close(policy.predict_action_chunk(obs, noise=noise),
+                               reloaded.predict_action_chunk(obs, noise=noise), rtol=0, atol=0)
+
+
 def test_strict_checkpoint_errors(snapshot: Path, tmp_path: Path) -> None:
     policy = make_policy(snapshot)
     sd = {k: v.contiguous() for k, v in policy.state_dict().items()}

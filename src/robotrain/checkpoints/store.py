@@ -25,7 +25,6 @@ written by LeRobot itself.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -42,18 +41,15 @@ from safetensors.torch import load_file
 
 from robotrain.config import flags as config_flags
 from robotrain.constants import (
-    ACTION,
     CHECKPOINTS_DIR,
     CONFIG_JSON,
     LAST_CHECKPOINT,
     MODEL_SAFETENSORS,
-    OBS_STATE,
     PRETRAINED_MODEL_DIR,
     ROBOTRAIN_CONFIG_JSON,
     ROBOTRAIN_SECTION,
     TRAIN_CONFIG_JSON,
     TRAINING_STATE_DIR,
-    is_image_key,
 )
 from robotrain.errors import CheckpointError, ConfigError, RobotrainError
 from robotrain.system.files import atomic_directory, atomic_path, write_safetensors
@@ -65,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 PREPROCESSOR_JSON = "policy_preprocessor.json"
 POSTPROCESSOR_JSON = "policy_postprocessor.json"
+# The statistics files of LeRobot's ACT (the normaliser is preprocessor step 3); other
+# policies' step indices differ, so readers follow the processor descriptions.
 PREPROCESSOR_STATS = "policy_preprocessor_step_3_normalizer_processor.safetensors"
 POSTPROCESSOR_STATS = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
 OPTIMIZER_STATE = "optimizer_state.safetensors"
@@ -72,95 +70,87 @@ OPTIMIZER_PARAM_GROUPS = "optimizer_param_groups.json"
 SCHEDULER_STATE = "scheduler_state.json"
 RNG_STATE = "rng_state.safetensors"
 TRAINING_STEP = "training_step.json"
-PRETRAINED_FILES = (CONFIG_JSON, MODEL_SAFETENSORS, PREPROCESSOR_JSON, POSTPROCESSOR_JSON,
-                    PREPROCESSOR_STATS, POSTPROCESSOR_STATS)
+PRETRAINED_FILES = (CONFIG_JSON, MODEL_SAFETENSORS, PREPROCESSOR_JSON, POSTPROCESSOR_JSON)
+"""Every checkpoint's files, plus the statistics files its processor descriptions name."""
 TRAINING_STATE_FILES = (OPTIMIZER_STATE, OPTIMIZER_PARAM_GROUPS, SCHEDULER_STATE, RNG_STATE, TRAINING_STEP)
 
 
 # --- policy config <-> LeRobot's config.json ---------------------------------------------
 
 
-def lerobot_features(features: PolicyFeatures) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(input_features, output_features) as LeRobot writes them in config.json."""
-    inputs: dict[str, Any] = {OBS_STATE: {"type": "STATE", "shape": [features.state_dim]}}
-    for key in features.camera_keys:
-        inputs[key] = {"type": "VISUAL", "shape": list(features.image_shape)}
-    outputs = {ACTION: {"type": "ACTION", "shape": [features.action_dim]}}
-    return inputs, outputs
-
-
 def features_from_lerobot(config: Mapping[str, Any], fps: int = 30, where: Path | None = None) -> PolicyFeatures:
     """PolicyFeatures from config.json's `input_features` / `output_features`."""
     try:
-        inputs, outputs = config["input_features"], config["output_features"]
-        # input_features order, as LeRobot feeds the cameras
-        cameras = [k for k, v in inputs.items() if v.get("type") == "VISUAL" or is_image_key(k)]
-        image_shape = tuple(inputs[cameras[0]]["shape"]) if cameras else (3, 0, 0)
-        return PolicyFeatures(
-            state_dim=int(inputs[OBS_STATE]["shape"][0]) if OBS_STATE in inputs else 0,
-            action_dim=int(outputs[ACTION]["shape"][0]),
-            camera_keys=tuple(cameras),
-            image_shape=image_shape,  # type: ignore[arg-type]
-            fps=fps,
-        )
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"config.json has no usable input_features/output_features ({exc!r})", where) from None
+        return PolicyFeatures.from_lerobot(config, fps=fps)
+    except ConfigError as exc:
+        raise CheckpointError(exc.reason, where) from None
 
 
 def policy_config_to_lerobot(config: PolicyConfig, features: PolicyFeatures) -> dict[str, Any]:
-    """config.json content: `type`, `n_obs_steps`, the features, then every other field."""
-    if hasattr(config, "to_lerobot_dict"):
-        accepts_features = "features" in inspect.signature(config.to_lerobot_dict).parameters
-        body = config.to_lerobot_dict(features) if accepts_features else config.to_lerobot_dict()
-    else:
-        body = config_flags.to_dict(config)
-    inputs, outputs = lerobot_features(features)
-    out: dict[str, Any] = {"type": type(config).type, "n_obs_steps": body.get("n_obs_steps", config.n_obs_steps),
-                           "input_features": body.get("input_features", inputs),
-                           "output_features": body.get("output_features", outputs)}
-    out.update({k: config_flags.to_dict(v) for k, v in body.items() if k not in out})
-    return out
+    """config.json content, as the policy writes it for LeRobot."""
+    return config.to_lerobot_dict(features)
 
 
 def policy_config_from_lerobot(config_class: type[PolicyConfig], data: Mapping[str, Any]) -> PolicyConfig:
     """A policy config from config.json; LeRobot-only keys (device, push_to_hub, ...) are dropped."""
-    if hasattr(config_class, "from_lerobot_dict"):
-        return config_class.from_lerobot_dict(dict(data))  # type: ignore[attr-defined]
-    names = {f.name for f in dataclasses.fields(config_class) if f.init}
-    ignored = sorted(set(data) - names - {"type", "input_features", "output_features"})
-    if ignored:
-        logger.debug("config.json keys not used by %s: %s", config_class.__name__, ignored)
-    return config_flags.from_dict(config_class, {k: v for k, v in data.items() if k in names})
+    return config_class.from_lerobot_dict(dict(data))
+
+
+def stats_file_name(processor: str, step: int, kind: str) -> str:
+    """LeRobot's name for a normaliser step's statistics: the step's index is part of it
+    (ACT: `policy_preprocessor_step_3_normalizer_processor.safetensors`, SmolVLA: step 5)."""
+    return f"{processor}_step_{step}_{kind}_processor.safetensors"
+
+
+def _write_processors(dest: Path, config: PolicyConfig, config_json: Mapping[str, Any],
+                      stats: Mapping[str, Mapping[str, Any]]) -> None:
+    """LeRobot's pre/post-processor descriptions and their normalizer statistics files."""
+    norm_map = dict(config_json.get("normalization_mapping") or {})
+    inputs, outputs = config_json["input_features"], config_json["output_features"]
+    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
+    pre_steps: list[dict[str, Any]] = [
+        {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+        {"registry_name": "to_batch_processor", "config": {}},
+        *config.lerobot_preprocessor_steps(),
+        device,
+    ]
+    pre_stats = stats_file_name("policy_preprocessor", len(pre_steps), "normalizer")
+    pre_steps.append({"registry_name": "normalizer_processor",
+                      "config": {"eps": 1e-8, "features": {**inputs, **outputs}, "norm_map": norm_map},
+                      "state_file": pre_stats})
+    post_stats = stats_file_name("policy_postprocessor", 0, "unnormalizer")
+    post_steps = [
+        {"registry_name": "unnormalizer_processor",
+         "config": {"eps": 1e-8, "features": dict(outputs), "norm_map": norm_map},
+         "state_file": post_stats},
+        device,
+    ]
+    flat = flatten_stats(stats)
+    (dest / PREPROCESSOR_JSON).write_text(json.dumps(_processor_json("policy_preprocessor", pre_steps), indent=2) + "\n")
+    (dest / POSTPROCESSOR_JSON).write_text(json.dumps(_processor_json("policy_postprocessor", post_steps), indent=2) + "\n")
+    write_safetensors(flat, str(dest / pre_stats))
+    write_safetensors(flat, str(dest / post_stats))
 
 
 def _processor_json(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": name, "steps": steps}
 
 
-def _write_processors(dest: Path, config_json: Mapping[str, Any], stats: Mapping[str, Mapping[str, Any]]) -> None:
-    """LeRobot's pre/post-processor descriptions and their normalizer statistics files."""
-    norm_map = dict(config_json.get("normalization_mapping") or {})
-    inputs, outputs = config_json["input_features"], config_json["output_features"]
-    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
-    pre = _processor_json("policy_preprocessor", [
-        {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
-        {"registry_name": "to_batch_processor", "config": {}},
-        device,
-        {"registry_name": "normalizer_processor",
-         "config": {"eps": 1e-8, "features": {**inputs, **outputs}, "norm_map": norm_map},
-         "state_file": PREPROCESSOR_STATS},
-    ])
-    post = _processor_json("policy_postprocessor", [
-        {"registry_name": "unnormalizer_processor",
-         "config": {"eps": 1e-8, "features": dict(outputs), "norm_map": norm_map},
-         "state_file": POSTPROCESSOR_STATS},
-        device,
-    ])
-    flat = flatten_stats(stats)
-    (dest / PREPROCESSOR_JSON).write_text(json.dumps(pre, indent=2) + "\n")
-    (dest / POSTPROCESSOR_JSON).write_text(json.dumps(post, indent=2) + "\n")
-    write_safetensors(flat, str(dest / PREPROCESSOR_STATS))
-    write_safetensors(flat, str(dest / POSTPROCESSOR_STATS))
+def processor_stats_files(pretrained_dir: Path) -> list[Path]:
+    """The statistics files the pre/post-processor descriptions name (those of
+    normalizer/unnormalizer steps), or LeRobot's ACT names where there is no description."""
+    files = []
+    for name in (POSTPROCESSOR_JSON, PREPROCESSOR_JSON):
+        path = pretrained_dir / name
+        if not path.is_file():
+            continue
+        data = _read_json(path)
+        steps = data.get("steps") if isinstance(data, dict) else None
+        if not isinstance(steps, list):
+            raise CheckpointError("no 'steps' list", path)
+        files += [pretrained_dir / s["state_file"] for s in steps
+                  if isinstance(s, dict) and "normalizer" in str(s.get("registry_name")) and s.get("state_file")]
+    return files or [pretrained_dir / POSTPROCESSOR_STATS, pretrained_dir / PREPROCESSOR_STATS]
 
 
 def flatten_stats(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -196,7 +186,7 @@ def save_pretrained(dest: Path, policy: Policy, stats: Mapping[str, Mapping[str,
     config_json = policy_config_to_lerobot(policy.config, policy.features)
     (dest / CONFIG_JSON).write_text(json.dumps(config_json, indent=4) + "\n")
     write_safetensors(_unshared(policy.state_dict()), str(dest / MODEL_SAFETENSORS), metadata={"format": "pt"})
-    _write_processors(dest, config_json, stats)
+    _write_processors(dest, policy.config, config_json, stats)
     if train_config is not None:
         # train_config.json must stay loadable by LeRobot's TrainPipelineConfig (draccus
         # rejects unknown keys), so our own section goes to a file of its own.
@@ -246,8 +236,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def load_stats(pretrained_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """The normalisation statistics saved beside a model (pre- and post-processor files)."""
     pretrained_dir = Path(pretrained_dir)
-    flat = dict(_read_safetensors(pretrained_dir / POSTPROCESSOR_STATS))
-    flat.update(_read_safetensors(pretrained_dir / PREPROCESSOR_STATS))
+    flat: dict[str, torch.Tensor] = {}
+    for path in processor_stats_files(pretrained_dir):
+        flat.update(_read_safetensors(path))
     return unflatten_stats({k: v.numpy() for k, v in flat.items()})
 
 
@@ -490,8 +481,10 @@ def check_complete(checkpoint_dir: Path) -> None:
     """CheckpointError naming what is missing from a `<step>/` directory."""
     if not checkpoint_dir.is_dir():
         raise CheckpointError("checkpoint not found", checkpoint_dir)
-    missing = [f"{PRETRAINED_MODEL_DIR}/{n}" for n in PRETRAINED_FILES
-               if not (checkpoint_dir / PRETRAINED_MODEL_DIR / n).is_file()]
+    pretrained = checkpoint_dir / PRETRAINED_MODEL_DIR
+    missing = [f"{PRETRAINED_MODEL_DIR}/{n}" for n in PRETRAINED_FILES if not (pretrained / n).is_file()]
+    if not missing:
+        missing = [f"{PRETRAINED_MODEL_DIR}/{p.name}" for p in processor_stats_files(pretrained) if not p.is_file()]
     missing += [f"{TRAINING_STATE_DIR}/{n}" for n in TRAINING_STATE_FILES
                 if not (checkpoint_dir / TRAINING_STATE_DIR / n).is_file()]
     if missing:

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from robotrain.config import flags as config_flags
+from robotrain.constants import ACTION, OBS_STATE
 from robotrain.errors import ConfigError
 
 Batch = Mapping[str, Any]
@@ -38,6 +40,36 @@ class PolicyFeatures:
     """(C, H, W) of the camera frames as recorded (LeRobot's `input_features` shape). What
     the policy is fed is its config's `image_input()`; the sim renders at this size."""
     fps: int = 30
+
+    def to_lerobot(self) -> dict[str, Any]:
+        """`input_features` / `output_features` as LeRobot's config.json writes them."""
+        inputs: dict[str, Any] = {}
+        if self.state_dim > 0:
+            inputs[OBS_STATE] = {"type": "STATE", "shape": [self.state_dim]}
+        for key in self.camera_keys:
+            inputs[key] = {"type": "VISUAL", "shape": list(self.image_shape)}
+        return {"input_features": inputs, "output_features": {ACTION: {"type": "ACTION", "shape": [self.action_dim]}}}
+
+    @classmethod
+    def from_lerobot(cls, config: Mapping[str, Any], fps: int = 30) -> PolicyFeatures:
+        """From a LeRobot config.json's `input_features` / `output_features`. Cameras keep
+        input_features order (the order LeRobot feeds them in) and must share one shape."""
+        try:
+            inputs, outputs = config["input_features"], config["output_features"]
+            cameras = [k for k, v in inputs.items() if v.get("type") == "VISUAL"]
+            shapes = {tuple(int(s) for s in inputs[k]["shape"]) for k in cameras}
+            state = inputs.get(OBS_STATE)
+            action_dim = int(outputs[ACTION]["shape"][0])
+            state_dim = int(state["shape"][0]) if state else 0
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+            raise ConfigError(f"config.json input_features/output_features are malformed ({exc!r})") from None
+        if len(shapes) > 1:
+            raise ConfigError(f"config.json cameras have different shapes {sorted(shapes)}; one shape is needed")
+        image_shape = shapes.pop() if shapes else (3, 0, 0)
+        if len(image_shape) != 3:
+            raise ConfigError(f"config.json camera shape must be (C, H, W), got {list(image_shape)}")
+        return cls(state_dim=state_dim, action_dim=action_dim, camera_keys=tuple(cameras),
+                   image_shape=image_shape, fps=fps)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -83,6 +115,29 @@ class PolicyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **dataclasses.asdict(self)}
+
+    # --- LeRobot's checkpoint files (each policy says how it is written) ------------
+    def to_lerobot_dict(self, features: PolicyFeatures | None = None) -> dict[str, Any]:
+        """config.json content LeRobot can read: `type`, `n_obs_steps`, the features, then
+        the fields. Policies whose LeRobot config differs from their fields override this."""
+        out: dict[str, Any] = {"type": self.type, "n_obs_steps": self.n_obs_steps}
+        if features is not None:
+            out.update(features.to_lerobot())
+        body = config_flags.to_dict(self)
+        out.update({k: v for k, v in body.items() if k not in out})
+        return out
+
+    @classmethod
+    def from_lerobot_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """The config from config.json content; keys that are not fields (LeRobot's device,
+        push_to_hub, the features, ...) are dropped."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        return config_flags.from_dict(cls, {k: v for k, v in data.items() if k in names})
+
+    def lerobot_preprocessor_steps(self) -> list[dict[str, Any]]:
+        """LeRobot pre-processor steps this policy needs between adding the batch dimension
+        and moving to the device (written into policy_preprocessor.json): none by default."""
+        return []
 
     def image_input(self) -> tuple[tuple[int, int] | None, str]:
         """((H, W) or None for the frames' own size, resize mode) of the images this policy

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from robotrain.constants import ACTION, OBS_STATE
 from robotrain.data.images import check_mode, parse_image_size
 from robotrain.errors import ConfigError
 from robotrain.policies.base import PolicyConfig, PolicyFeatures
@@ -246,7 +245,7 @@ class ACTConfig(PolicyConfig):
         field as a torchvision weights name."""
         out: dict[str, Any] = {"type": self.type, "n_obs_steps": self.n_obs_steps}
         if features is not None:
-            out.update(lerobot_features(features))
+            out.update(features.to_lerobot())
         out.update(
             device=device,
             use_amp=False,
@@ -300,42 +299,3 @@ def resolve_torchvision_weights_name(name: str) -> str | None:
         file_name or "file",
     )
     return None
-
-
-def lerobot_features(features: PolicyFeatures) -> dict[str, Any]:
-    """`input_features` / `output_features` as LeRobot's config.json writes them."""
-    inputs: dict[str, Any] = {}
-    if features.state_dim > 0:
-        inputs[OBS_STATE] = {"type": "STATE", "shape": [features.state_dim]}
-    for key in features.camera_keys:
-        inputs[key] = {"type": "VISUAL", "shape": list(features.image_shape)}
-    return {
-        "input_features": inputs,
-        "output_features": {ACTION: {"type": "ACTION", "shape": [features.action_dim]}},
-    }
-
-
-def features_from_lerobot_dict(d: Mapping[str, Any], fps: int = 30) -> PolicyFeatures:
-    """PolicyFeatures from a LeRobot config.json's input/output features."""
-    inputs = d.get("input_features") or {}
-    outputs = d.get("output_features") or {}
-    try:
-        # LeRobot feeds cameras in input_features order (the order is immaterial to ACT: every
-        # camera gets the same 2D position embedding and attention is order-free).
-        cameras = [k for k, v in inputs.items() if v.get("type") == "VISUAL"]
-        shapes = {tuple(inputs[k]["shape"]) for k in cameras}
-        state = inputs.get(OBS_STATE)
-        action = outputs[ACTION]
-    except (KeyError, AttributeError, TypeError) as exc:
-        raise ConfigError(f"config.json input_features/output_features are malformed ({exc})") from None
-    if not cameras:
-        raise ConfigError("config.json input_features has no VISUAL feature; ACT needs at least one camera")
-    if len(shapes) != 1:
-        raise ConfigError(f"config.json cameras have different shapes {sorted(shapes)}; ACT needs one shape")
-    return PolicyFeatures(
-        state_dim=int(state["shape"][0]) if state else 0,
-        action_dim=int(action["shape"][0]),
-        camera_keys=tuple(cameras),
-        image_shape=tuple(int(s) for s in shapes.pop()),  # type: ignore[arg-type]
-        fps=fps,
-    )

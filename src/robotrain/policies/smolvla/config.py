@@ -214,11 +214,7 @@ class SmolVLAConfig(PolicyConfig):
         """The `config.json` LeRobot writes for this policy (our own fields left out)."""
         out: dict[str, Any] = {"type": self.type, "n_obs_steps": self.n_obs_steps}
         if features is not None:
-            out["input_features"] = {
-                "observation.state": {"type": "STATE", "shape": [features.state_dim]},
-                **{key: {"type": "VISUAL", "shape": list(features.image_shape)} for key in features.camera_keys},
-            }
-            out["output_features"] = {"action": {"type": "ACTION", "shape": [features.action_dim]}}
+            out.update(features.to_lerobot())
         out.update(_LEROBOT_BASE_FIELDS)
         for f in dataclasses.fields(self):
             if f.name in _OURS or f.name in out:
@@ -226,3 +222,14 @@ class SmolVLAConfig(PolicyConfig):
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def lerobot_preprocessor_steps(self) -> list[dict[str, Any]]:
+        """LeRobot's SmolVLA preprocessor: the task gets its newline, then the VLM's tokenizer
+        (named by `vlm_model_name`, as LeRobot resolves it) runs with these settings."""
+        return [
+            {"registry_name": "smolvla_new_line_processor", "config": {}},
+            {"registry_name": "tokenizer_processor",
+             "config": {"max_length": self.tokenizer_max_length, "task_key": "task", "padding_side": "right",
+                        "padding": self.pad_language_to, "truncation": True,
+                        "tokenizer_name": self.vlm_model_name}},
+        ]
