@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,6 +49,40 @@ def test_eval_sim_cli_writes_eval_info_and_video(tmp_path: Path) -> None:
     assert [e["steps"] for e in info["per_episode"]] == [4, 4]
     assert (out / "videos" / "eval_episode_0.mp4").is_file() and (out / "videos" / "eval_episode_0.png").is_file()
     assert not (out / "videos" / "eval_episode_1.mp4").exists()
+    # What was evaluated, and how: enough to tie the result to its weights and rerun it.
+    weights = (ckpt / "pretrained_model" / "model.safetensors").read_bytes()
+    assert info["policy"]["type"] == "act" and info["policy"]["step"] == 10
+    assert info["policy"]["model_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert info["settings"]["seed"] == 3 and info["settings"]["max_steps"] == 4
+    assert info["settings"]["env_kwargs"] == {"image_size": [32, 32]} and info["policy_overrides"] == {}
+    assert info["software"]["torch"] and info["software"]["mujoco"] and "cpu_native_bf16" in info["software"]
+
+
+def test_eval_of_last_is_filed_under_the_step_it_resolved_to(tmp_path: Path, monkeypatch) -> None:
+    """`last` is resolved once, at the start: moving it while the evaluation runs (a
+    training run saving a new step) changes neither the weights nor where the result goes."""
+    pytest.importorskip("mujoco")
+    import shutil
+
+    from robotrain.checkpoints import store
+    from robotrain.evaluation.rollout import evaluate_checkpoint_in_sim
+
+    ckpt = _tiny_checkpoint(tmp_path)
+    last = ckpt.parent / "last"
+    last.symlink_to(ckpt.name)
+    real_load = store.load_policy
+
+    def trainer_saves_step_20_meanwhile(path, **kwargs):
+        shutil.copytree(ckpt, ckpt.parent / "000020")
+        last.unlink()
+        last.symlink_to("000020")
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(store, "load_policy", trainer_saves_step_20_meanwhile)
+    info = evaluate_checkpoint_in_sim(last, 1, n_envs=1, max_steps=2, device="cpu", progress=False)
+    assert info["policy"]["step"] == 10 and info["policy"]["checkpoint"].endswith("000010/pretrained_model")
+    assert (tmp_path / "run" / "eval" / "000010" / "eval_info.json").is_file()
+    assert not (tmp_path / "run" / "eval" / "000020").exists()
 
 
 def test_eval_sim_default_out_is_the_runs_eval_dir(tmp_path: Path) -> None:

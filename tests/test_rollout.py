@@ -282,22 +282,22 @@ def test_expert_replay_succeeds_in_the_real_sim(tmp_path: Path) -> None:
 
 
 def test_evaluate_checkpoint_writes_where_report_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import types
-
+    from robotrain.checkpoints import store
     from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim
     from robotrain.reports.runs import load_run
 
     loaded = []
-    fake = types.ModuleType("robotrain.checkpoints.store")
-    fake.load_policy = lambda path, device="cpu", overrides=None: loaded.append((Path(path), device)) or FakePolicy()
-    monkeypatch.setitem(sys.modules, "robotrain.checkpoints.store", fake)
+    monkeypatch.setattr(store, "load_policy",
+                        lambda path, device="cpu", overrides=None: loaded.append((Path(path), device)) or FakePolicy())
     run = tmp_path / "run"
-    (run / "checkpoints" / "000100" / "pretrained_model").mkdir(parents=True)
+    pretrained = run / "checkpoints" / "000100" / "pretrained_model"
+    pretrained.mkdir(parents=True)
+    (pretrained / "config.json").write_text('{"type": "fake"}')
+    (pretrained / "model.safetensors").write_bytes(b"weights")
     (run / "checkpoints" / "last").symlink_to("000100")
     assert default_eval_dir(run / "checkpoints" / "last") == run / "eval" / "000100"
     evaluate_checkpoint_in_sim(run / "checkpoints" / "last", 2, n_envs=1, env_id=FAKE_ID, progress=False)
-    assert loaded[0][0] == run / "checkpoints" / "last" / "pretrained_model"
+    assert loaded[0][0] == pretrained.resolve()
     assert (run / "eval" / "000100" / "eval_info.json").is_file()
     assert len(load_run(run / "eval").sim_evals) == 1
 

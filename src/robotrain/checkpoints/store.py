@@ -282,6 +282,44 @@ def find_pretrained_dir(path: str | Path) -> Path:
     return path / PRETRAINED_MODEL_DIR if (path / PRETRAINED_MODEL_DIR).is_dir() else path
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint path with its links followed once, now: `RUN/checkpoints/last` becomes
+    `RUN/checkpoints/000500` (or its `pretrained_model/`), so a training run that moves
+    `last` while an evaluation runs cannot change which weights the result belongs to."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("checkpoint directory not found", path)
+    return path.resolve()
+
+
+def checkpoint_identity(pretrained_dir: str | Path) -> dict[str, Any]:
+    """What a result was computed with: the policy type, the training step (from the
+    checkpoint's training_state/training_step.json or its `<step>/` folder name, else
+    None) and the sha256 of its model.safetensors, so a committed eval_info.json can be
+    tied to exactly one set of weights."""
+    import hashlib
+
+    pretrained_dir = find_pretrained_dir(pretrained_dir)
+    config_json = _read_json(pretrained_dir / CONFIG_JSON)
+    step: int | None = None
+    step_file = pretrained_dir.parent / TRAINING_STATE_DIR / TRAINING_STEP
+    if step_file.is_file():
+        value = _read_json(step_file)
+        step = int(value["step"]) if isinstance(value, dict) and isinstance(value.get("step"), int) else None
+    elif pretrained_dir.name == PRETRAINED_MODEL_DIR and pretrained_dir.parent.name.isdigit():
+        step = int(pretrained_dir.parent.name)
+    digest = hashlib.sha256()
+    weights = pretrained_dir / MODEL_SAFETENSORS
+    try:
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read: {exc.strerror}", weights) from None
+    return {"type": config_json.get("type") if isinstance(config_json, dict) else None, "step": step,
+            "model_sha256": digest.hexdigest(), "checkpoint": str(pretrained_dir)}
+
+
 def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
     """Overwrite `policy`'s weights with a checkpoint's (ours or LeRobot's) to fine-tune it.
 

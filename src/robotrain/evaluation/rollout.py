@@ -33,6 +33,7 @@ from robotrain.constants import EVAL_INFO_JSON, OBS_STATE, SO101_FPS, SO101_TASK
 from robotrain.data.images import fit_uint8, hwc_to_chw, to_unit_float
 from robotrain.errors import ConfigError, SimulationError
 from robotrain.evaluation.statistics import wilson_interval
+from robotrain.system.environment import software_versions
 from robotrain.system.files import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -450,6 +451,12 @@ def evaluate_in_sim(
     eval_s = time.perf_counter() - t0
     info = summarize(per_episode, eval_s)
     info["video_paths"] = video_paths
+    info["settings"] = {  # what it takes to rerun this evaluation exactly
+        "seed": seed, "n_episodes": n_episodes, "max_steps": max_steps, "n_envs": B, "env_id": env_id,
+        "env_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in (env_kwargs or {}).items()},
+        "image_size": list(image_size) if image_size else None, "resize_mode": resize_mode, "fps": fps,
+    }
+    info["software"] = software_versions()
     info.update(metadata or {})
     if out is not None:
         atomic_write_json(out / EVAL_INFO_JSON, info)
@@ -557,11 +564,11 @@ def evaluate_checkpoint_in_sim(
     Example:
         python -c "from robotrain.evaluation.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
     """
-    from robotrain.checkpoints.store import load_policy
-    from robotrain.constants import PRETRAINED_MODEL_DIR
+    from robotrain.checkpoints.store import checkpoint_identity, find_pretrained_dir, load_policy, resolve_checkpoint
 
-    ckpt = Path(checkpoint)
-    pretrained = ckpt / PRETRAINED_MODEL_DIR if (ckpt / PRETRAINED_MODEL_DIR).is_dir() else ckpt
+    ckpt = resolve_checkpoint(checkpoint)  # `last` resolved once: the result is filed under that step
+    pretrained = find_pretrained_dir(ckpt)
+    identity = checkpoint_identity(pretrained)  # before loading: the hash is of the weights loaded
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(pretrained, device=device, overrides=dict(overrides) if overrides else None)
@@ -569,9 +576,9 @@ def evaluate_checkpoint_in_sim(
         render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
     if render_size is not None:
         kwargs["env_kwargs"] = {"image_size": render_size, **(kwargs.get("env_kwargs") or {})}
-    if overrides:
-        kwargs["metadata"] = {"policy_overrides": dict(overrides), **(kwargs.get("metadata") or {})}
-    out = Path(out_dir) if out_dir is not None else default_eval_dir(ckpt, overrides)
+    kwargs["metadata"] = {"policy": identity, "policy_overrides": dict(overrides or {}),
+                          **(kwargs.get("metadata") or {})}
+    out = Path(out_dir) if out_dir is not None else default_eval_dir(ckpt, overrides)  # under the resolved step
     return evaluate_in_sim(policy, n_episodes, seed=seed, n_envs=n_envs, videos=videos, out_dir=out, **kwargs)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from robotrain.errors import CheckpointError, ConfigError
-from robotrain.policies.smolvla.config import VLM_FULL_RANDOM, VLM_TINY, SmolVLAConfig
+from robotrain.policies.smolvla.config import VLM_FULL_RANDOM, VLM_SIM, VLM_TINY, SmolVLAConfig
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,35 @@ def require(module: str) -> Any:
         if exc.name != module:
             raise
         raise ConfigError(f"SmolVLA needs the {module!r} package, which is not installed: {INSTALL_HINT}") from None
+
+
+def sim_smolvlm(width: int = 256, layers: int = 4, vision_width: int = 192, vision_layers: int = 4,
+                image_size: int = 128, patch_size: int = 16, scale_factor: int = 2) -> dict[str, Any]:
+    """A small SmolVLM for the simulated SO-101 on a CPU (random weights: none can be
+    downloaded here). Its vision tower's position table covers the whole input
+    (`image_size` = the padded frame, 128 for 96x128 frames), so every patch has its own
+    position: a tower built for 512 px fed 128 px frames would give 4x4 patches one
+    position. 16 px patches, pixel shuffle 2: 16 image tokens per camera, as ACT's ResNet
+    gives 12 feature positions per 96x128 camera."""
+    heads = max(1, width // 64)
+    return {
+        "model_type": "smolvlm",
+        "image_token_id": 3,
+        "scale_factor": scale_factor,
+        "tie_word_embeddings": False,
+        "text_config": {
+            "model_type": "llama", "hidden_size": width, "intermediate_size": 4 * width,
+            "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 2), "head_dim": 64,
+            "num_hidden_layers": layers, "vocab_size": 260, "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 1024, "hidden_act": "silu", "pad_token_id": 0, "tie_word_embeddings": False,
+        },
+        "vision_config": {
+            "model_type": "smolvlm_vision", "hidden_size": vision_width, "intermediate_size": 4 * vision_width,
+            "num_attention_heads": max(1, vision_width // 64), "num_hidden_layers": vision_layers,
+            "image_size": image_size, "patch_size": patch_size, "layer_norm_eps": 1e-6,
+            "hidden_act": "gelu_pytorch_tanh",
+        },
+    }
 
 
 class TaskTokenizer(Protocol):
@@ -222,6 +251,8 @@ def resolve_vlm(config: SmolVLAConfig) -> tuple[dict[str, Any], Path | None]:
     """(SmolVLM config dict, snapshot dir or None for random configs)."""
     if config.vlm == VLM_TINY:
         return json.loads(json.dumps(TINY_SMOLVLM)), None
+    if config.vlm == VLM_SIM:
+        return sim_smolvlm(), None
     if config.vlm == VLM_FULL_RANDOM:
         return json.loads(json.dumps(FULL_SMOLVLM2_500M)), None
     if config.vlm is None:

@@ -8,7 +8,8 @@ Sources of the defaults: LeRobot's `SmolVLAConfig` (written to `config.json` by
 Ours (never written to LeRobot's config.json):
 - `vlm`: where the SmolVLM2 backbone comes from: a local snapshot directory (config.json,
   model.safetensors, tokenizer.json), "tiny" (a small random model for tests and CPU
-  smoke runs) or "full-random" (the full SmolVLM2-500M shape, random weights, for
+  smoke runs), "sim" (a small random model sized for the simulated SO-101 on a CPU, the
+  `smolvla_sim` preset's) or "full-random" (the full SmolVLM2-500M shape, random weights, for
   benchmarks). Nothing is ever downloaded.
 - `pretrained`: a local LeRobot SmolVLA checkpoint directory (config.json +
   model.safetensors) whose weights are loaded strictly after building.
@@ -29,6 +30,7 @@ from robotrain.policies.base import PolicyConfig, PolicyFeatures
 logger = logging.getLogger(__name__)
 
 VLM_TINY = "tiny"
+VLM_SIM = "sim"
 VLM_FULL_RANDOM = "full-random"
 ATTENTION_MODES = ("cross_attn", "self_attn")
 PAD_LANGUAGE_MODES = ("longest", "max_length")
