@@ -33,6 +33,7 @@ SUBCOMMAND_MODULES = (
     "robotrain.cli.eval",
     "robotrain.cli.checkpoint",
     "robotrain.cli.report",
+    "robotrain.cli.recipe",
 )
 
 

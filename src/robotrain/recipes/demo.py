@@ -24,18 +24,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robotrain.constants import EVAL_INFO_JSON
 from robotrain.errors import ConfigError
-
-logger = logging.getLogger(__name__)
+from robotrain.recipes.recipe import EvalSpec, Recipe, run_recipe
 
 EVAL_SEED = 10_000
 """First sim seed of the evaluation episodes (recording uses seeds 0, 1, ...)."""
@@ -99,153 +93,34 @@ def act_policy_overrides(quick: bool) -> dict[str, Any]:
             "n_vae_encoder_layers": 1, "latent_dim": 8, "chunk_size": 5, "n_action_steps": 5}
 
 
-# ------------------------------------------------------------------------------ stages
-def _stage(n: int, title: str) -> None:
-    print(f"\n[{n}/4] {title}", flush=True)
-
-
-def record_stage(cfg: DemoConfig, root: Path) -> Path:
-    """Record `cfg.episodes` expert episodes at `cfg.image_size` unless a complete dataset is there."""
-    from robotrain.data.format import load_meta
-    from robotrain.sim.record import RecordConfig, record_dataset, record_summary
-
-    dataset = root / "dataset"
-    if (dataset / "meta" / "info.json").is_file():
-        meta = load_meta(dataset)
-        shape = meta.camera_shape(meta.camera_keys[0])[:2] if meta.camera_keys else None
-        if meta.total_episodes >= cfg.episodes and tuple(shape or ()) == tuple(cfg.image_size):
-            print(f"reusing dataset {dataset} ({meta.total_episodes} episodes, {meta.total_frames} frames)")
-            return dataset
-        raise ConfigError(f"{dataset} holds {meta.total_episodes} episodes at {shape}, not {cfg.episodes} at "
-                          f"{cfg.image_size}; delete it or pick another --out", dataset)
+# ------------------------------------------------------------------------------ the recipe
+def demo_recipe(cfg: DemoConfig) -> Recipe:
+    """The demo as a recipe: the `act_sim_demo` preset at the demo's sizes."""
     h, w = cfg.image_size
-    rec = RecordConfig(episodes=cfg.episodes, height=h, width=w, seed=0, max_steps=300 if not cfg.quick else 60,
-                       only_successful=not cfg.quick, codec="libx264")
-    result = record_dataset(dataset, rec, workers=cfg.workers, progress=cfg.progress)
-    print(record_summary(result))
-    return dataset
+    record = {"episodes": cfg.episodes, "height": h, "width": w, "seed": 0, "codec": "libx264",
+              "max_steps": 300 if not cfg.quick else 60, "only_successful": not cfg.quick}
+    train: dict[str, Any] = {"preset": "act_sim_demo", "steps": cfg.steps, "batch_size": cfg.batch_size,
+                             "image_size": list(cfg.image_size), "policy": act_policy_overrides(cfg.quick)}
+    if cfg.quick:
+        train.update(num_workers=0, log_freq=1, eval_freq=0, save_freq=0, tensorboard=False)
+    return Recipe(name="demo", description="robotrain demo", record=record, train=train,
+                  eval=EvalSpec(episodes=cfg.eval_episodes, seed=EVAL_SEED, max_steps=cfg.max_steps,
+                                videos=cfg.videos),
+                  source="robotrain demo", workers=cfg.workers)
 
 
 def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) -> Any:
     """The TrainConfig of the demo run: the `act_sim_demo` preset plus the demo's sizes."""
-    from robotrain.config.flags import from_dict
-    from robotrain.training.presets import preset_act_sim_demo
-    from robotrain.training.config import TrainConfig, apply_image_size
-    from robotrain.policies import get_policy_class
-
-    data = preset_act_sim_demo()
-    data.update(dataset=str(dataset), output_dir=str(run_dir), resume=resume, steps=cfg.steps,
-                batch_size=cfg.batch_size, image_size=list(cfg.image_size), policy=act_policy_overrides(cfg.quick))
-    if cfg.quick:
-        data.update(num_workers=0, log_freq=1, eval_freq=0, save_freq=0, tensorboard=False)
-    config = from_dict(TrainConfig, data, nested={"policy": get_policy_class("act").config_class})
-    return apply_image_size(config)
-
-
-def _checkpoint_step(run_dir: Path) -> int | None:
-    from robotrain.checkpoints.store import resolve_last
-
-    last = resolve_last(run_dir / "checkpoints")
-    if last is None:
-        return None
-    try:
-        return int(last.name)
-    except ValueError:
-        return None
-
-
-def train_stage(cfg: DemoConfig, dataset: Path, root: Path) -> Path:
-    """Train ACT unless `train/` already holds a checkpoint at `cfg.steps` (resumes a shorter one)."""
-    from robotrain.training.loop import train
-
-    run_dir = root / "train"
-    step = _checkpoint_step(run_dir)
-    if step is not None and step >= cfg.steps:
-        print(f"reusing trained run {run_dir} (checkpoint at step {step})")
-        return run_dir
-    if step is not None:
-        print(f"resuming {run_dir} from step {step} to {cfg.steps}")
-    config = train_config(cfg, dataset, run_dir, resume=step is not None)
-    t0 = time.perf_counter()
-    train(config)
-    print(f"trained {cfg.steps} steps x batch {cfg.batch_size} = {cfg.steps * cfg.batch_size} samples "
-          f"in {time.perf_counter() - t0:.0f} s")
-    return run_dir
-
-
-def eval_stage(cfg: DemoConfig, run_dir: Path) -> dict[str, Any]:
-    """Roll the last checkpoint out in the sim unless an eval of the same size and seeds exists."""
-    from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim
-
-    ckpt = run_dir / "checkpoints" / "last"
-    out = default_eval_dir(ckpt)
-    info_path = out / EVAL_INFO_JSON
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        agg = info.get("aggregated", {})
-        if agg.get("n_episodes") == cfg.eval_episodes and (agg.get("seeds") or [None])[0] == EVAL_SEED:
-            print(f"reusing evaluation {info_path}")
-            return info
-    return evaluate_checkpoint_in_sim(ckpt, cfg.eval_episodes, seed=EVAL_SEED, n_envs=cfg.workers, videos=cfg.videos,
-                                      out_dir=out, device="cpu", max_steps=cfg.max_steps, progress=cfg.progress)
+    return demo_recipe(cfg).train_config(dataset, run_dir, resume)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Record (if absent) -> train (if not done) -> evaluate (if not done) -> report.
-
-    Returns the paths and the aggregated sim result; prints each stage as it goes.
-    """
-    from robotrain.evaluation.rollout import format_sim_result
-    from robotrain.reports.report import write_report
-
+    """Record (if absent) -> train (if not done) -> evaluate (if not done) -> report; writes
+    `demo_summary.json` (paths, sim result, each stage's wall time) and returns it."""
     cfg.validate()
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    root = Path(cfg.out)
-    root.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    times: dict[str, float] = {}
-
-    _stage(1, f"dataset: {cfg.episodes} expert episodes at {cfg.image_size[0]}x{cfg.image_size[1]}")
-    t = time.perf_counter()
-    dataset = record_stage(cfg, root)
-    times["record_s"] = time.perf_counter() - t
-
-    _stage(2, f"train ACT: {cfg.steps} steps x batch {cfg.batch_size}")
-    t = time.perf_counter()
-    run_dir = train_stage(cfg, dataset, root)
-    times["train_s"] = time.perf_counter() - t
-
-    _stage(3, f"evaluate in sim: {cfg.eval_episodes} episodes (seeds {EVAL_SEED}+), {cfg.videos} videos")
-    t = time.perf_counter()
-    info = eval_stage(cfg, run_dir)
-    times["eval_s"] = time.perf_counter() - t
-    print(format_sim_result(info))
-
-    _stage(4, "report")
-    t = time.perf_counter()
-    report = write_report([run_dir], root / "report")
-    times["report_s"] = time.perf_counter() - t
-    times["total_s"] = time.perf_counter() - t0
-
-    summary = {
-        "dataset": str(dataset), "run_dir": str(run_dir), "report": str(report.markdown),
-        "videos": info.get("video_paths", []), "aggregated": info["aggregated"], "times": times,
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress",)},
-    }
+    summary = run_recipe(demo_recipe(cfg), cfg.out, progress=cfg.progress, title="demo")
+    summary["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}
     from robotrain.system.files import atomic_write_json
 
-    atomic_write_json(root / "demo_summary.json", summary)
-    print("\nrobotrain demo done in {:.0f} s".format(times["total_s"]))
-    print(f"  dataset  {dataset}")
-    print(f"  run      {run_dir}  (checkpoints/last/pretrained_model is a LeRobot-layout policy)")
-    print(f"  eval     {default_eval_dir_of(run_dir)}")
-    for path in summary["videos"]:
-        print(f"  video    {path}")
-    print(f"  report   {report.markdown}")
+    atomic_write_json(Path(cfg.out) / "demo_summary.json", summary)
     return summary
-
-
-def default_eval_dir_of(run_dir: Path) -> Path:
-    from robotrain.evaluation.rollout import default_eval_dir
-
-    return default_eval_dir(run_dir / "checkpoints" / "last")
