@@ -1,7 +1,11 @@
-"""SmolVLA training-step and inference throughput, tiny vs full-size random backbone.
+"""SmolVLA training-step and inference throughput: tiny, the sim preset's backbone (trained
+whole, as the smolvla_sim preset does), and the full-size random backbone.
 
 CPU (each configuration runs in its own subprocess so peak RSS is its own):
     nice -n 10 PYTHONPATH=src /work/venv/bin/python benchmarks/bench_smolvla.py --configs tiny full --batch 1
+Peak memory with and without gradient checkpointing (run twice, compare peak_MB):
+    PYTHONPATH=src python benchmarks/bench_smolvla.py --configs sim --batch 32
+    PYTHONPATH=src python benchmarks/bench_smolvla.py --configs sim --batch 32 --gradient-checkpointing
 GPU, bf16 autocast, batch 64:
     PYTHONPATH=src python benchmarks/bench_smolvla.py --configs full --device cuda --bf16 --batch 64
 
@@ -38,11 +42,16 @@ def bench_one(name: str, device: str, batch_size: int, steps: int, bf16: bool, c
     from robotrain.policies.smolvla.model import SmolVLAPolicy
 
     dev = torch.device(device)
-    side = 32 if name == "tiny" else 512
+    side = {"tiny": 32, "sim": 128, "full": 512}[name]
+    whole = name == "sim"  # the sim preset trains its random VLM too
     cfg = SmolVLAConfig(
-        vlm="tiny" if name == "tiny" else "full-random",
+        vlm={"tiny": "tiny", "sim": "sim", "full": "full-random"}[name],
         resize_imgs_with_padding=(side, side),
         gradient_checkpointing=ckpt,
+        train_expert_only=not whole,
+        freeze_vision_encoder=not whole,
+        chunk_size=30 if whole else 50,
+        n_action_steps=10 if whole else 50,
     )
     feats = PolicyFeatures(6, 6, CAMERAS, (3, side, side))
     stats = {k: {"mean": np.zeros(6, np.float32), "std": np.ones(6, np.float32)} for k in (OBS_STATE, ACTION)}
@@ -94,7 +103,7 @@ def bench_one(name: str, device: str, batch_size: int, steps: int, bf16: bool, c
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
-        "config": name, "device": device, "bf16": bf16, "batch": batch_size,
+        "config": name, "device": device, "bf16": bf16, "batch": batch_size, "gradient_checkpointing": ckpt,
         "total_params": total, "trainable_params": trainable,
         "updt_s": updt_s, "samples_per_s": batch_size / updt_s, "infer_s": infer_s, "peak_mem_mb": peak_mb,
     }
@@ -102,7 +111,7 @@ def bench_one(name: str, device: str, batch_size: int, steps: int, bf16: bool, c
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", nargs="+", default=["tiny", "full"], choices=["tiny", "full"])
+    ap.add_argument("--configs", nargs="+", default=["tiny", "full"], choices=["tiny", "sim", "full"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3, help="timed training steps after one warm-up step")

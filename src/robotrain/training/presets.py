@@ -36,12 +36,13 @@ def preset_smolvla_sim() -> dict[str, Any]:
     trains (a frozen random VLM passes the state and images on as noise: held-out action
     error 16.2 vs 8.3 at 4k samples, mean-action baseline 18.2). 96x128 frames are padded
     into 128x128 (not 512x512), chunks of 30 re-planned every 10 steps as ACT's demo
-    preset does, cosine lr from 1e-4 (measured recipe: docs/smolvla_sim.md)."""
+    preset does, cosine lr from 3e-4 (1e-4 and 6e-4 measured worse or no better at 16k
+    samples: docs/smolvla_sim.md)."""
     steps = 8000
     return {"policy_type": "smolvla", "batch_size": 8, "steps": steps, "image_size": [128, 128], "num_workers": 1,
             "log_freq": 100, "save_freq": 2000, "eval_freq": 1000, "eval_max_samples": 128, "keep_last": 2,
             "policy": {"vlm": "sim", "train_expert_only": False, "freeze_vision_encoder": False,
-                       "chunk_size": 30, "n_action_steps": 10, "optimizer_lr": 1e-4,
+                       "chunk_size": 30, "n_action_steps": 10, "optimizer_lr": 3e-4,
                        "scheduler_warmup_steps": 100, "scheduler_decay_steps": steps, "scheduler_decay_lr": 1e-5}}
 
 
