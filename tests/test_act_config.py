@@ -98,7 +98,7 @@ def test_lerobot_fixture_config_loads(lerobot_fixtures, caplog):
         cfg = ACTConfig.from_lerobot_dict(d)
     assert (cfg.dim_model, cfg.n_heads, cfg.dim_feedforward, cfg.chunk_size) == (64, 4, 128, 10)
     assert (cfg.n_encoder_layers, cfg.n_vae_encoder_layers, cfg.n_action_steps) == (1, 1, 10)
-    assert "ignoring field 'device'" in caplog.text and "input_features" in caplog.text
+    assert "ignoring LeRobot's fields" in caplog.text and "'device'" in caplog.text and "input_features" in caplog.text
     feats = PolicyFeatures.from_lerobot(d)
     assert feats.camera_keys == ("observation.images.front", "observation.images.wrist")
     assert feats.image_shape == (3, 96, 128) and feats.state_dim == 6 and feats.action_dim == 6

@@ -45,7 +45,7 @@ def test_lerobot_dict_round_trip() -> None:
     assert back == cfg
     with pytest.raises(ConfigError, match="adapt_to_pi_aloha"):
         SmolVLAConfig.from_lerobot_dict({**data, "adapt_to_pi_aloha": True})
-    with pytest.raises(ConfigError, match="'act' policy"):
+    with pytest.raises(ConfigError, match="policy type 'act', not 'smolvla'"):
         SmolVLAConfig.from_lerobot_dict({"type": "act"})
 
 

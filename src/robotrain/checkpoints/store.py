@@ -41,10 +41,12 @@ from safetensors.torch import load_file
 
 from robotrain.config import flags as config_flags
 from robotrain.constants import (
+    ACTION,
     CHECKPOINTS_DIR,
     CONFIG_JSON,
     LAST_CHECKPOINT,
     MODEL_SAFETENSORS,
+    OBS_STATE,
     PRETRAINED_MODEL_DIR,
     ROBOTRAIN_CONFIG_JSON,
     ROBOTRAIN_SECTION,
@@ -242,6 +244,25 @@ def load_stats(pretrained_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
     return unflatten_stats({k: v.numpy() for k, v in flat.items()})
 
 
+def check_stats(stats: Mapping[str, Mapping[str, Any]], features: PolicyFeatures, where: Path) -> None:
+    """Normalisation statistics must be finite and shaped like the features they normalise
+    (state (S,), action (A,), a camera's per channel): a NaN std or a stale (7,) mean would
+    otherwise surface as NaN actions or a shape error deep inside the first batch."""
+    expected: dict[str, tuple[tuple[int, ...], ...]] = {
+        OBS_STATE: ((features.state_dim,),), ACTION: ((features.action_dim,),),
+        **{key: ((features.image_shape[0], 1, 1), (features.image_shape[0],)) for key in features.camera_keys},
+    }
+    for key, per_stat in stats.items():
+        for stat, value in per_stat.items():
+            array = np.asarray(value)
+            if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+                raise CheckpointError(f"normalisation statistic {key}.{stat} holds NaN or inf", where)
+            shapes = expected.get(key)
+            if shapes and stat in ("mean", "std", "min", "max") and array.shape not in shapes:
+                raise CheckpointError(f"normalisation statistic {key}.{stat} has shape {list(array.shape)}; "
+                                      f"the policy's {key} needs {list(shapes[0])}", where)
+
+
 def state_dict_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str | None:
     """The keys of `state` missing, unexpected or mis-shaped against `own`, in words; None if
     every key and shape matches."""
@@ -268,6 +289,11 @@ def load_state_dict_strict(policy: torch.nn.Module, state: Mapping[str, torch.Te
     mismatch = state_dict_mismatch(policy.state_dict(), state)
     if mismatch:
         raise CheckpointError("weights do not match the policy: " + mismatch, where)
+    own = policy.state_dict()
+    wrong_kind = [f"{k} ({state[k].dtype}, the policy's is {own[k].dtype})" for k in own
+                  if own[k].is_floating_point() != state[k].is_floating_point()]
+    if wrong_kind:
+        raise CheckpointError(f"{len(wrong_kind)} weight tensor(s) of the wrong kind, e.g. {wrong_kind[:3]}", where)
     broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise CheckpointError(f"{len(broken)} weight tensor(s) hold NaN or inf, e.g. {broken[:3]}", where)
@@ -398,13 +424,20 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
         full_config.update(overrides)
     try:
         config = policy_config_from_lerobot(policy_class.config_class, full_config)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ConfigError) as exc:
+        reason = exc.reason if isinstance(exc, ConfigError) else str(exc)
         if overrides:
-            raise ConfigError(f"invalid policy config with overrides {dict(overrides)}: {exc}") from None
-        raise CheckpointError(f"invalid policy config: {exc}", pretrained_dir / CONFIG_JSON) from None
+            raise ConfigError(f"invalid policy config with overrides {dict(overrides)}: {reason}") from None
+        where = pretrained_dir / (ROBOTRAIN_CONFIG_JSON if ours else CONFIG_JSON)
+        raise CheckpointError(f"invalid policy config: {reason}", where) from None
     features = features_from_lerobot(config_json, fps=fps, where=pretrained_dir / CONFIG_JSON)
     stats = load_stats(pretrained_dir)
-    policy = policy_class(config, features, stats)
+    stats_file = processor_stats_files(pretrained_dir)[-1]
+    check_stats(stats, features, stats_file)
+    try:
+        policy = policy_class(config, features, stats)
+    except ConfigError as exc:  # e.g. statistics missing for a feature the policy normalises
+        raise CheckpointError(exc.reason, stats_file if "statistic" in exc.reason else pretrained_dir) from None
     load_state_dict_strict(policy, _read_safetensors(pretrained_dir / MODEL_SAFETENSORS),
                            pretrained_dir / MODEL_SAFETENSORS)
     return policy.to(device).eval()

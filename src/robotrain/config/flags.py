@@ -191,14 +191,15 @@ def to_dict(obj: Any) -> Any:
 
 
 def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "", nested: Mapping[str, type] | None = None,
-              ignore: tuple[str, ...] = ()) -> Any:
+              ignore: tuple[str, ...] = (), keys: bool = False) -> Any:
     """Build dataclass `cls` from a (possibly partial) dict, converting every value.
 
     Unknown keys raise ConfigError naming them (a typo must not be silently ignored);
     `ignore` lists keys that may be present and are dropped (e.g. "type").
     `nested` maps a field name to the dataclass to build for it (the policy config,
     whose class depends on the chosen policy). `__post_init__` ValueErrors become
-    ConfigErrors naming the group.
+    ConfigErrors naming the group. Errors name a value by its flag (`--policy.dim_model`),
+    or with `keys` by its key in a file (`dim_model`, `record.episodes`).
     """
     hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -214,10 +215,13 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "", nested: Mapp
             if isinstance(value, sub):
                 kwargs[name] = value
             else:
-                kwargs[name] = from_dict(sub, value or {}, prefix=f"{prefix}{name}.", ignore=("type",))
+                kwargs[name] = from_dict(sub, value or {}, prefix=f"{prefix}{name}.", ignore=("type",), keys=keys)
         else:
-            flag = f"--{prefix}{name}" if prefix else f"--{name.replace('_', '-')}"
-            kwargs[name] = convert(value, hints[name], flag)
+            if keys:
+                label = f"{prefix}{name}"
+            else:
+                label = f"--{prefix}{name}" if prefix else f"--{name.replace('_', '-')}"
+            kwargs[name] = convert(value, hints[name], label)
     try:
         return cls(**kwargs)
     except ConfigError:

@@ -25,6 +25,12 @@ from robotrain.errors import ConfigError
 
 Batch = Mapping[str, Any]
 
+LEROBOT_BASE_FIELDS = frozenset({
+    "type", "n_obs_steps", "input_features", "output_features", "device", "use_amp", "use_peft", "push_to_hub",
+    "repo_id", "private", "tags", "license", "pretrained_path",
+})
+"""Keys every LeRobot policy config.json has (LeRobot's PreTrainedConfig); not policy fields."""
+
 
 @dataclass(frozen=True)
 class PolicyFeatures:
@@ -80,6 +86,9 @@ class PolicyConfig:
     """
 
     type: ClassVar[str] = ""
+    lerobot_only_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields of LeRobot's config.json for this policy that robotrain reads past (they have
+    no effect here); any other key robotrain does not know is refused as a likely typo."""
 
     chunk_size: int = 100
     """Number of future actions predicted at once."""
@@ -129,10 +138,27 @@ class PolicyConfig:
 
     @classmethod
     def from_lerobot_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
-        """The config from config.json content; keys that are not fields (LeRobot's device,
-        push_to_hub, the features, ...) are dropped."""
+        """The config from config.json content. LeRobot's own keys that are not fields here
+        (device, push_to_hub, the features, ...) are dropped; an unknown key is a ConfigError
+        naming it (a misspelt field must not silently keep its default), and every value is
+        converted to its field's type or refused naming the field."""
+        return config_flags.from_dict(cls, cls.fields_of_lerobot_dict(data), keys=True)
+
+    @classmethod
+    def fields_of_lerobot_dict(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of config.json content that are fields of this config; unknown keys
+        are refused (with the closest field name as a hint)."""
+        import difflib
+
+        if data.get("type", cls.type) != cls.type:
+            raise ConfigError(f"config.json is for policy type {data.get('type')!r}, not {cls.type!r}")
         names = {f.name for f in dataclasses.fields(cls) if f.init}
-        return config_flags.from_dict(cls, {k: v for k, v in data.items() if k in names})
+        unknown = sorted(set(data) - names - LEROBOT_BASE_FIELDS - cls.lerobot_only_fields)
+        if unknown:
+            hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, names, 1)) else "")
+                     for k in unknown]
+            raise ConfigError(f"unknown {cls.type} config field(s): {', '.join(hints)}")
+        return {k: v for k, v in data.items() if k in names}
 
     def lerobot_preprocessor_steps(self) -> list[dict[str, Any]]:
         """LeRobot pre-processor steps this policy needs between adding the batch dimension

@@ -81,7 +81,7 @@ class Recipe:
     def record_config(self) -> Any:
         from robotrain.sim.record import RecordConfig
 
-        return from_dict(RecordConfig, self.record, prefix="record.")
+        return from_dict(RecordConfig, self.record, prefix="record.", keys=True)
 
     def train_settings(self) -> dict[str, Any]:
         """[train] laid over its named preset, as a --config file would hold it."""
@@ -141,7 +141,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if not isinstance(report, dict) or set(report) - {"enabled"}:
         raise ConfigError("[report] takes only `enabled = true|false`", path)
     recipe = Recipe(name=path.stem, description=str(data.get("description", "")), record=data["record"],
-                    train=data["train"], eval=from_dict(EvalSpec, data["eval"], prefix="eval."),
+                    train=data["train"], eval=from_dict(EvalSpec, data["eval"], prefix="eval.", keys=True),
                     report=bool(report.get("enabled", True)), source=str(path))
     recipe.eval.validate()
     recipe.record_config()  # checked now: a bad [record] must not wait for anything

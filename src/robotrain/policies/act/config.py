@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from robotrain.config import flags as config_flags
 from robotrain.data.images import check_mode, parse_image_size
 from robotrain.errors import ConfigError
 from robotrain.policies.base import PolicyConfig, PolicyFeatures
@@ -218,25 +219,14 @@ class ACTConfig(PolicyConfig):
     def from_lerobot_dict(cls, d: Mapping[str, Any]) -> ACTConfig:
         """Build from a LeRobot ACT `config.json` (or our `to_dict()`); unknown fields
         (device, push_to_hub, input_features, ...) are ignored with a debug log."""
-        policy_type = d.get("type", cls.type)
-        if policy_type != cls.type:
-            raise ConfigError(f"config.json is for policy type {policy_type!r}, not {cls.type!r}")
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            if key == "type":
-                continue
-            if key in known:
-                kwargs[key] = value
-            else:
-                logger.debug("ACT config: ignoring field %r", key)
+        kwargs = cls.fields_of_lerobot_dict(d)
+        ignored = sorted(set(d) - set(kwargs) - {"type"})
+        if ignored:
+            logger.debug("ACT config: ignoring LeRobot's fields %s", ignored)
         weights = kwargs.get("pretrained_backbone_weights")
         if isinstance(weights, str) and _TORCHVISION_WEIGHTS_RE.match(weights):
             kwargs["pretrained_backbone_weights"] = resolve_torchvision_weights_name(weights)
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # a value of the wrong kind (e.g. a list for an int)
-            raise ConfigError(f"ACT config.json: {exc}") from None
+        return config_flags.from_dict(cls, kwargs, keys=True)
 
     def to_lerobot_dict(self, features: PolicyFeatures | None = None, device: str = "cpu") -> dict[str, Any]:
         """LeRobot's ACT `config.json` content, in LeRobot's field order, with only fields

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from robotrain.config import flags as config_flags
 from robotrain.errors import ConfigError
 from robotrain.policies.base import PolicyConfig, PolicyFeatures
 
@@ -60,6 +61,9 @@ class SmolVLAConfig(PolicyConfig):
     """SmolVLA (Shukor et al. 2025): SmolVLM2 prefix + flow-matching action expert."""
 
     type: ClassVar[str] = "smolvla"
+    lerobot_only_fields: ClassVar[frozenset[str]] = frozenset(
+        {"adapt_to_pi_aloha", "use_delta_joint_actions_aloha", "rtc_config", "compile_model", "compile_mode",
+         "fine_tune_vision_encoder"})
 
     # --- input / output structure -------------------------------------------------
     chunk_size: int = 50
@@ -196,21 +200,18 @@ class SmolVLAConfig(PolicyConfig):
         """Build from LeRobot's `config.json` content; LeRobot-only fields are ignored.
 
         `overrides` sets our own fields (e.g. `vlm="/path/to/snapshot"`)."""
-        if data.get("type", "smolvla") != "smolvla":
-            raise ConfigError(f"config.json describes a {data.get('type')!r} policy, not 'smolvla'")
         # Our own fields come along when `data` is our robotrain_config.json's policy section.
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs = cls.fields_of_lerobot_dict(data)
         unsupported = [k for k in _UNSUPPORTED_IF_SET if data.get(k)]
         if unsupported:
             raise ConfigError(f"config.json enables LeRobot options robotrain does not implement: {unsupported}")
-        ignored = sorted(set(data) - names - {"type", "input_features", "output_features"} - set(_LEROBOT_BASE_FIELDS))
+        ignored = sorted(set(data) - set(kwargs) - {"type", "input_features", "output_features"} - set(_LEROBOT_BASE_FIELDS))
         if ignored:
             logger.info("ignoring LeRobot SmolVLA config fields without effect here: %s", ignored)
         # LeRobot has one cosine-with-warmup preset for SmolVLA.
         kwargs.setdefault("scheduler", "cosine")
         kwargs.update(overrides)
-        return cls(**kwargs)
+        return config_flags.from_dict(cls, kwargs, keys=True)
 
     def to_lerobot_dict(self, features: PolicyFeatures | None = None) -> dict[str, Any]:
         """The `config.json` LeRobot writes for this policy (our own fields left out)."""
