@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import os
 import signal
@@ -105,7 +106,7 @@ def test_resume_cli_reuses_saved_config(tmp_path) -> None:
     run_dir = run(tmp_path, "--steps", "3", "--policy.hidden_dim", "7")
     config = parse_train_config(["--resume", "--output-dir", str(run_dir), "--steps", "4"], check_paths=False)
     assert config.policy_type == "tiny_mlp" and config.policy.hidden_dim == 7 and config.steps == 4
-    with pytest.raises(ConfigError, match="already holds checkpoints"):
+    with pytest.raises(ConfigError, match="already holds a run"):
         run(tmp_path, "--steps", "3")
     (run_dir / "config.json").unlink()
     with pytest.raises(ConfigError, match="config.json: --resume: the run's config.json is missing"):
@@ -315,3 +316,35 @@ def test_cli_reports_a_stopped_run_on_one_line_with_exit_143(monkeypatch, capsys
     assert code == 143
     err = capsys.readouterr().err
     assert err.startswith("robotrain: stopped: SIGTERM at step 7 of 10") and "Traceback" not in err
+
+
+def test_a_directory_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path) -> None:
+    """A killed run (metrics written, no checkpoint yet) must not get a second run's lines
+    appended to its metrics.jsonl; --overwrite starts afresh and deletes only run files."""
+    run_dir = run(tmp_path, "--steps", "2", "--save-freq", "0")
+    shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first checkpoint
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"already holds a run \(config.json, metrics.jsonl\).*--resume.*--overwrite"):
+        run(tmp_path, "--steps", "2")
+    run(tmp_path, "--steps", "3", "--overwrite")
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3]
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="--overwrite: cannot be combined with --resume"):
+        run(tmp_path, "--steps", "4", "--overwrite", "--resume")
+
+
+def test_resume_refuses_other_data_or_model_settings_unless_allowed(tmp_path) -> None:
+    run(tmp_path, "--steps", "2", "--save-freq", "2")
+    with pytest.raises(ConfigError, match=r"batch_size: 2 -> 3.*policy.hidden_dim: 32 -> 16.*--allow-resume-changes"):
+        run(tmp_path, "--steps", "4", "--resume", "--batch-size", "3", "--policy.hidden_dim", "16")
+    run(tmp_path, "--steps", "3", "--resume", "--log-freq", "1")  # steps and logging may change
+    run_dir = run(tmp_path, "--steps", "4", "--resume", "--batch-size", "3", "--allow-resume-changes")
+    recorded = [json.loads(line) for line in (run_dir / "resume_changes.jsonl").read_text().splitlines()]
+    assert recorded[-1]["changes"] == ["batch_size: 2 -> 3"]
+
+
+def test_output_dir_inside_the_dataset_is_refused(tmp_path) -> None:
+    dataset = tmp_path / "ds"
+    (dataset / "meta").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="inside the dataset"):
+        parse_train_config(["--policy", "tiny_mlp", "--dataset", str(dataset), "--output-dir", str(dataset / "run")])

@@ -13,11 +13,35 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from robotrain.config.flags import add_dataclass_flags, convert, flags_to_overrides, from_dict, load_json_config, merge
+from robotrain.config.flags import (
+    add_dataclass_flags,
+    convert,
+    flags_to_overrides,
+    from_dict,
+    load_json_config,
+    merge,
+    to_dict,
+)
 from robotrain.training.presets import PRESETS
 from robotrain.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+RUN_FILES = ("metrics.jsonl", "config.json", "checkpoints", "eval", "tensorboard", "resume_changes.jsonl")
+"""What a training run writes in its directory (what --overwrite deletes, and nothing else)."""
+RESUME_MUST_MATCH = ("dataset", "policy_type", "batch_size", "seed", "episodes", "val_fraction", "image_size",
+                     "resize_mode", "state_noise_std", "use_imagenet_stats", "init_from")
+"""Settings that decide the data and the model: --resume refuses to change them silently."""
+RESUME_MAY_CHANGE_POLICY = ("n_action_steps", "temporal_ensemble_coeff", "num_steps", "use_cache",
+                            "gradient_checkpointing")
+"""Policy settings that change neither the weights nor the data (inference, memory)."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 AMP_CHOICES = ("auto", "bf16", "off")
 
 
@@ -64,6 +88,14 @@ class TrainConfig:
     """Run directory; default outputs/train/<timestamp>_<policy>."""
     resume: bool = False
     """Continue the run in --output-dir from its `checkpoints/last`."""
+    overwrite: bool = False
+    """Start afresh in an --output-dir that already holds a run (finished or killed): its
+    metrics, config, checkpoints and evaluations are deleted first. Without it (or --resume)
+    such a directory is refused, so one run never appends to another's metrics."""
+    allow_resume_changes: bool = False
+    """Let --resume continue with another dataset, policy setting or batch size than the run
+    was started with (each change is logged in the run's resume_changes.jsonl); without it
+    such a resume is refused naming the difference."""
     state_noise_std: float = 0.0
     """Gaussian noise (joint units, e.g. degrees) added to `observation.state` in every
     training batch; 0 disables. Why: near the grasp an imitation policy tends to copy its
@@ -148,9 +180,17 @@ class TrainConfig:
                 raise bad("dataset", "required (path of a local LeRobot dataset)")
             if not Path(self.dataset).is_dir():
                 raise ConfigError("dataset directory not found (--dataset)", self.dataset)
-        if not self.resume and self.output_dir and (Path(self.output_dir) / "checkpoints").exists():
-            raise ConfigError("--output-dir already holds checkpoints; pass --resume to continue it or pick "
-                              "another directory", self.output_dir)
+        if self.resume and self.overwrite:
+            raise bad("overwrite", "cannot be combined with --resume (one continues the run, the other deletes it)")
+        if not self.resume and not self.overwrite and self.output_dir:
+            held = sorted(n for n in RUN_FILES if (Path(self.output_dir) / n).exists())
+            if held:
+                raise ConfigError(f"--output-dir already holds a run ({', '.join(held)}); pass --resume to continue "
+                                  "it, --overwrite to start it afresh, or pick another directory", self.output_dir)
+        if self.output_dir and check_paths and self.dataset and _inside(Path(self.output_dir), Path(self.dataset)):
+            raise ConfigError("--output-dir is inside the dataset (--dataset); checkpoints and metrics there would "
+                              "be read as dataset files or deleted with it: pick a folder outside it",
+                              self.output_dir)
         # A resumed run holds its own weights, so its parent checkpoint may be gone by then.
         if self.init_from is not None and not self.resume and not Path(self.init_from).is_dir():
             raise ConfigError("checkpoint directory not found (--init-from)", self.init_from)
@@ -160,6 +200,32 @@ class TrainConfig:
             last = Path(self.output_dir) / "checkpoints" / "last"
             if not last.exists():
                 raise ConfigError("--resume: no checkpoint to resume from (checkpoints/last missing)", self.output_dir)
+            changes = self.resume_changes()
+            if changes and not self.allow_resume_changes:
+                raise ConfigError(f"--resume with other settings than the run was started with: {'; '.join(changes)}. "
+                                  "Drop those flags to continue it exactly, or pass --allow-resume-changes "
+                                  "to change them deliberately", Path(self.output_dir) / "config.json")
+
+    def resume_changes(self) -> list[str]:
+        """What differs, in what decides the data and the model, from the run's saved
+        config.json: "batch_size: 8 -> 16", ... (steps, logging, device and the like may change)."""
+        path = Path(self.output_dir or "") / "config.json"
+        if not path.is_file():
+            return []
+        saved = load_json_config(path)
+        now = to_dict(self)
+        out = []
+        for key in RESUME_MUST_MATCH:
+            before, after = saved.get(key), now.get(key)
+            if key == "dataset" and before and after:
+                before, after = str(Path(before).resolve()), str(Path(after).resolve())
+            if before != after:
+                out.append(f"{key}: {before!r} -> {after!r}")
+        saved_policy, now_policy = saved.get("policy") or {}, now.get("policy") or {}
+        for key in sorted(set(saved_policy) | set(now_policy)):
+            if key not in RESUME_MAY_CHANGE_POLICY and saved_policy.get(key) != now_policy.get(key):
+                out.append(f"policy.{key}: {saved_policy.get(key)!r} -> {now_policy.get(key)!r}")
+        return out
 
 
 class _Parser(argparse.ArgumentParser):

@@ -24,6 +24,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robotrain.config import flags as config_flags
 from robotrain.checkpoints.store import Checkpointer, init_weights_from, policy_config_to_lerobot
-from robotrain.training.config import TrainConfig
+from robotrain.training.config import RUN_FILES, TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
@@ -259,6 +260,25 @@ def resolve_run_dir(config: TrainConfig, rt: Runtime) -> Path:
         dist.broadcast_object_list(holder, src=0)
         name = holder[0]
     return Path(name)
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """--overwrite: delete what an earlier run wrote there (RUN_FILES), nothing else."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def record_resume_changes(run_dir: Path, config: TrainConfig) -> None:
+    """--allow-resume-changes: what changed at this resume, appended to resume_changes.jsonl."""
+    changes = config.resume_changes()
+    if changes:
+        with open(run_dir / "resume_changes.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": datetime.now().isoformat(timespec="seconds"), "changes": changes}) + "\n")
+        logger.warning("resuming with changed settings (recorded in resume_changes.jsonl): %s", "; ".join(changes))
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -486,6 +506,10 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         run_dir = resolve_run_dir(config, rt)
         if rt.is_main:
             run_lock = lock_folder(run_dir, RUN_LOCK, "this run directory")
+            if config.overwrite:  # under the lock: no other trainer is writing there
+                clear_run_files(run_dir)
+            if config.resume and config.allow_resume_changes:
+                record_resume_changes(run_dir, config)
         config = dataclasses.replace(config, output_dir=str(run_dir))
         checkpointer = Checkpointer(run_dir, config.save_freq, config.steps, config.keep_last)
         seed_everything(config.seed + rt.rank)  # dropout differs per process, the same on every run
