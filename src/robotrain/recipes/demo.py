@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 from robotrain.constants import EVAL_INFO_JSON
 from robotrain.errors import ConfigError
+from robotrain.system.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def eval_stage(cfg: DemoConfig, run_dir: Path) -> dict[str, Any]:
     out = default_eval_dir(ckpt)
     info_path = out / EVAL_INFO_JSON
     if info_path.is_file():
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, expect=dict)
         agg = info.get("aggregated", {})
         if agg.get("n_episodes") == cfg.eval_episodes and (agg.get("seeds") or [None])[0] == EVAL_SEED:
             print(f"reusing evaluation {info_path}")

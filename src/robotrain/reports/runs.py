@@ -40,7 +40,7 @@ from robotrain.constants import (
     TRAIN_CONFIG_JSON,
 )
 from robotrain.errors import RobotrainError
-from robotrain.system.files import read_utf8
+from robotrain.system.files import read_json, read_utf8
 from robotrain.evaluation.statistics import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -111,17 +111,6 @@ class RunData:
 
 
 # --------------------------------------------------------------------------- helpers
-def _read_json(path: Path) -> Any:
-    try:
-        text = read_utf8(path)
-    except OSError as exc:
-        raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RobotrainError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path) from exc
-
-
 def _as_success(value: Any, where: str, path: Path) -> bool:
     """An episode's outcome: true/false (or 0/1, as some writers store it). Anything else,
     "maybe" or null, would otherwise count by Python truthiness."""
@@ -186,9 +175,7 @@ def parse_big_number(text: str) -> tuple[float, float]:
 def load_eval_info(path: Path) -> SimEval:
     """Parse an `eval_info.json`: ours / LeRobot <= 0.3 (`per_episode` + `aggregated`) or
     LeRobot >= 0.4 (`per_task[].metrics.successes` + `overall`)."""
-    info = _read_json(path)
-    if not isinstance(info, dict):
-        raise RobotrainError("eval_info.json must hold a JSON object", path)
+    info = read_json(path, expect=dict)
     agg = info.get("aggregated") or info.get("overall") or {}
     if not isinstance(agg, dict):
         raise RobotrainError("'aggregated' must be an object", path)
@@ -314,10 +301,7 @@ def load_robotrain_run(run_dir: Path, label: str) -> RunData:
     config_path = run_dir / CONFIG_JSON
     config: dict[str, Any] = {}
     if config_path.is_file():
-        loaded = _read_json(config_path)
-        if not isinstance(loaded, dict):
-            raise RobotrainError("config.json must hold a JSON object", config_path)
-        config = loaded
+        config = read_json(config_path, expect=dict)
     else:
         logger.warning("%s: missing; batch size, device and policy are unknown", config_path)
     batch = _find_key(config, ("batch_size",))
@@ -430,10 +414,7 @@ def _checkpoint_json(run_dir: Path, name: str) -> dict[str, Any]:
     candidates += sorted(run_dir.glob(f"pretrained_model/{name}"))
     if not candidates:
         return {}
-    cfg = _read_json(candidates[-1])
-    if not isinstance(cfg, dict):
-        raise RobotrainError(f"{name} must hold a JSON object", candidates[-1])
-    return cfg
+    return read_json(candidates[-1], expect=dict)
 
 
 def _lerobot_train_config(run_dir: Path) -> dict[str, Any]:

@@ -13,9 +13,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from robotrain.config.flags import add_dataclass_flags, convert, flags_to_overrides, from_dict, load_json_config, merge
+from robotrain.config.flags import add_dataclass_flags, convert, flags_to_overrides, from_dict, merge
 from robotrain.training.presets import PRESETS
 from robotrain.errors import ConfigError
+from robotrain.system.files import read_json
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 AMP_CHOICES = ("auto", "bf16", "off")
@@ -198,11 +199,11 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
     if known.preset:
         base = merge(base, PRESETS[known.preset]())
     if known.config:
-        base = merge(base, load_json_config(known.config))
+        base = merge(base, read_json(Path(known.config), ConfigError, missing="config file not found", expect=dict))
     elif known.resume is not None and convert(known.resume, bool, "--resume") and known.output_dir:
         saved = Path(known.output_dir) / "config.json"
         if saved.is_file():
-            base = merge(base, load_json_config(saved))
+            base = merge(base, read_json(saved, ConfigError, expect=dict))
         elif (Path(known.output_dir) / "checkpoints").is_dir() and not any(
                 a.split("=")[0] == "--dataset" for a in argv):
             # Without it every flag falls back to its default, and the first complaint would be

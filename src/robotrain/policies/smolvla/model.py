@@ -16,7 +16,6 @@ normaliser's statistics are non-persistent buffers, saved beside the weights.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from robotrain.policies.smolvla.config import SmolVLAConfig
 from robotrain.policies.smolvla.flow import VLAFlowMatching, sample_time
 from robotrain.data.images import fit_float, to_unit_float
 from robotrain.policies.smolvla.preprocess import ensure_tensor, last_step, pad_last_dim, to_siglip_range
+from robotrain.system.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +155,7 @@ class SmolVLAPolicy(Policy):
         for p in (cfg_path, weights):
             if not p.is_file():
                 raise CheckpointError("missing in the SmolVLA checkpoint", p)
-        try:
-            saved = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-            raise CheckpointError(f"cannot read: {exc}", cfg_path) from exc
+        saved = read_json(cfg_path, CheckpointError, expect=dict)
         if saved.get("type") != "smolvla":
             raise CheckpointError(f"type is {saved.get('type')!r}, expected 'smolvla'", cfg_path)
         diffs = [
