@@ -27,6 +27,7 @@ from robotrain.constants import (
     EPISODE_INDEX,
     FRAME_INDEX,
     INDEX,
+    OBS_PREFIX,
     OBS_STATE,
     TASK_INDEX,
     TIMESTAMP,
@@ -646,7 +647,7 @@ def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
     nan action errors) without a word about the data; name the column and the first frame.
     Other columns (rewards, complementary info) are no policy's input and are left alone."""
     for key, col in columns.items():
-        if not (key == ACTION or key.startswith("observation.")) or not np.issubdtype(col.dtype, np.floating):
+        if not (key == ACTION or key.startswith(OBS_PREFIX)) or not np.issubdtype(col.dtype, np.floating):
             continue
         bad = ~np.isfinite(col.reshape(len(col), -1)).all(axis=1)
         if bad.any():
