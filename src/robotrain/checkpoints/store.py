@@ -25,6 +25,7 @@ written by LeRobot itself.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -288,8 +289,6 @@ def checkpoint_identity(pretrained_dir: str | Path) -> dict[str, Any]:
     checkpoint's training_state/training_step.json or its `<step>/` folder name, else
     None) and the sha256 of its model.safetensors, so a committed eval_info.json can be
     tied to exactly one set of weights."""
-    import hashlib
-
     pretrained_dir = find_pretrained_dir(pretrained_dir)
     config_json = read_json(pretrained_dir / CONFIG_JSON, CheckpointError)
     step: int | None = None

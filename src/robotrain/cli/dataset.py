@@ -14,7 +14,9 @@ Each sub-subcommand is a `register_<name>(subparsers)` function listed in
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from datetime import datetime
 from collections.abc import Callable
 
 from robotrain.cli._preview import register_preview
@@ -48,7 +50,7 @@ def register_info(sub: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from robotrain.data.format import load_meta
+    from robotrain.data.format import load_meta  # lazily, like every heavy import here: see robotrain.cli
 
     meta = load_meta(args.path)
     duration = meta.total_frames / meta.fps
@@ -82,8 +84,6 @@ def register_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    import sys
-
     from robotrain.data.format import validate_dataset
 
     problems = validate_dataset(args.path)
@@ -165,8 +165,6 @@ def register_caches(sub: argparse._SubParsersAction) -> None:
 
 
 def run_caches(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from robotrain.data.cache import resolve_cache_dir
     from robotrain.data.cache_admin import STATUS_HELP, list_caches, prunable, remove
 

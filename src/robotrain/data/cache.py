@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from robotrain.constants import TIMESTAMP
 from robotrain.data.format import DatasetMeta, load_frame_table
@@ -179,8 +182,6 @@ def _init_decode_worker() -> None:
     """Pool initializer: one torch thread per worker. The pool already runs one process per
     core; torch's default of one intra-op thread per core in *each* worker would put N^2
     threads on N cores (256 on a 16-core machine) for the resize/convert of every batch."""
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -315,9 +316,6 @@ def _fallocate(fd: int, length: int) -> None:
 
 
 def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool, meta: DatasetMeta) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     columns = (TextColumn("decoding frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
         job = bar.add_task("decode", total=total)

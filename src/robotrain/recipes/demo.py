@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robotrain.config.flags import from_dict
 from robotrain.constants import EVAL_INFO_JSON
 from robotrain.errors import ConfigError
-from robotrain.system.files import read_json
+from robotrain.system.files import atomic_write_json, read_json
+from robotrain.training.config import TrainConfig, apply_image_size
+from robotrain.training.presets import preset_act_sim_demo
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +94,6 @@ def quick_demo_config(out: str) -> DemoConfig:
 
 def act_policy_overrides(quick: bool) -> dict[str, Any]:
     """The ACT fields the demo sets: the `act_sim_demo` preset, or a tiny model for --quick."""
-    from robotrain.training.presets import preset_act_sim_demo
-
     if not quick:
         return dict(preset_act_sim_demo()["policy"])
     return {"dim_model": 32, "n_heads": 2, "dim_feedforward": 64, "n_encoder_layers": 1, "n_decoder_layers": 1,
@@ -106,6 +107,7 @@ def _stage(n: int, title: str) -> None:
 
 def record_stage(cfg: DemoConfig, root: Path) -> Path:
     """Record `cfg.episodes` expert episodes at `cfg.image_size` unless a complete dataset is there."""
+    # lazily, like every heavy import here: `robotrain --help` imports this module (cli/demo.py)
     from robotrain.data.format import load_meta
     from robotrain.sim.record import RecordConfig, record_dataset, record_summary
 
@@ -126,11 +128,8 @@ def record_stage(cfg: DemoConfig, root: Path) -> Path:
     return dataset
 
 
-def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) -> Any:
+def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) -> TrainConfig:
     """The TrainConfig of the demo run: the `act_sim_demo` preset plus the demo's sizes."""
-    from robotrain.config.flags import from_dict
-    from robotrain.training.presets import preset_act_sim_demo
-    from robotrain.training.config import TrainConfig, apply_image_size
     from robotrain.policies import get_policy_class
 
     data = preset_act_sim_demo()
@@ -232,8 +231,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "videos": info.get("video_paths", []), "aggregated": info["aggregated"], "times": times,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress",)},
     }
-    from robotrain.system.files import atomic_write_json
-
     atomic_write_json(root / "demo_summary.json", summary)
     print("\nrobotrain demo done in {:.0f} s".format(times["total_s"]))
     print(f"  dataset  {dataset}")

@@ -139,6 +139,8 @@ THROUGHPUT_HEADERS = [
 
 # ---------------------------------------------------------------------------- plots
 def _plt():
+    # matplotlib inside the plotting functions: the Agg backend is chosen just before pyplot
+    # loads, so importing this module does not switch the backend of a user's session.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -49,6 +49,7 @@ def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[
     """`safetensors.torch.save_file`, with its I/O failures as OSError: the Rust writer
     reports a full disk as a SafetensorError ("... (os error 28)" in 0.5+, "Os { code: 28
     ... }" in 0.4), which the atomic writers would otherwise not recognise as a disk error."""
+    # safetensors.torch imports torch; this module is imported by the CLI on start-up.
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 

@@ -187,6 +187,7 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
     With --resume and no --config, the run directory's saved config.json is the base,
     so `robotrain train --resume --output-dir RUN` continues with the same settings.
     """
+    # torch comes with the policies; `robotrain --help` imports this module (cli/train.py).
     from robotrain.policies import get_policy_class
 
     pre = _base_parser(add_help=False)

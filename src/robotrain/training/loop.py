@@ -36,6 +36,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robotrain.config import flags as config_flags
@@ -58,7 +59,9 @@ from robotrain.constants import (
     TRAIN_SAMPLES_PER_S,
     TRAIN_UPDT_S,
 )
+from robotrain.data.dataset import LeRobotDataset, split_episodes
 from robotrain.data.device_frames import DeviceFrames
+from robotrain.data.format import load_meta
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
@@ -93,15 +96,11 @@ class LeRobotSource:
     """A local LeRobot dataset split by episode into train / held-out validation."""
 
     def __init__(self, config: TrainConfig) -> None:
-        from robotrain.data.format import load_meta
-
         self.config = config
         self.meta = load_meta(config.dataset)
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
                  image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
-        from robotrain.data.dataset import LeRobotDataset, split_episodes
-
         cfg = self.config
         meta = self.meta
         if cfg.episodes is not None:
@@ -300,7 +299,7 @@ class MetricsLogger:
             atomic_write_text(path, "".join(ln + "\n" for ln in keep))
         self.file = open(path, "a", encoding="utf-8")
         if tensorboard:
-            try:
+            try:  # tensorboard is not one of our dependencies
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
@@ -379,8 +378,6 @@ def progress_bar(enabled: bool, total: int, completed: int) -> Iterator[Any]:
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as progress:
         progress.add_task("train", total=total, completed=completed, info="")

@@ -11,6 +11,7 @@ Random configurations have no tokenizer file; they use `ByteTokenizer`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from robotrain.errors import CheckpointError, ConfigError
@@ -105,8 +107,6 @@ INSTALL_HINT = "pip install -e '.[smolvla]' (or: pip install 'robotrain[smolvla]
 def require(module: str) -> Any:
     """Import one of SmolVLA's optional dependencies (transformers, tokenizers), or say in
     one line how to install them instead of a ModuleNotFoundError traceback."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -357,8 +357,6 @@ def _safetensors_files(snapshot: Path) -> list[Path]:
 
 
 def _iter_tensors(files: Sequence[Path]) -> Iterator[tuple[str, Tensor]]:
-    from safetensors import SafetensorError, safe_open
-
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:

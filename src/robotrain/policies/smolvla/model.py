@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, CONFIG_JSON, MODEL_SAFETENSORS, OBS_STATE, TASK
@@ -169,9 +171,6 @@ class SmolVLAPolicy(Policy):
 
     def load_weights(self, path: str | Path) -> None:
         """Strict load of a model.safetensors written by LeRobot or by us."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError) as exc:
