@@ -20,7 +20,6 @@ from datetime import datetime
 from collections.abc import Callable
 
 from robotrain.cli._preview import register_preview
-from robotrain.data.images import parse_hw
 from robotrain.errors import ConfigError
 
 EXIT_PROBLEMS = 1
@@ -28,6 +27,8 @@ EXIT_PROBLEMS = 1
 
 def parse_size(text: str) -> tuple[int, int]:
     """`--size HxW` for argparse (its type errors name the flag)."""
+    from robotrain.data.images import parse_hw  # lazily, like every heavy import here: see robotrain.cli
+
     try:
         return parse_hw(text, "--size")
     except ConfigError as exc:
@@ -50,7 +51,7 @@ def register_info(sub: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from robotrain.data.format import load_meta  # lazily, like every heavy import here: see robotrain.cli
+    from robotrain.data.format import load_meta
 
     meta = load_meta(args.path)
     duration = meta.total_frames / meta.fps
