@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -9,7 +11,7 @@ from robotrain.cli import main
 from robotrain.errors import DatasetError, RobotrainError
 from robotrain.system.files import atomic_directory, atomic_write_json
 
-from conftest import run_cli
+from conftest import LEROBOT_FIXTURES, REPO_ROOT, run_cli
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +30,22 @@ def test_every_help_text_renders(argv: list[str], capsys: pytest.CaptureFixture[
     except SystemExit as exc:
         assert exc.code in (0, None)
     assert "usage:" in capsys.readouterr().out
+
+
+def test_help_and_dataset_info_load_no_torch() -> None:
+    """`robotrain --help` imports every subcommand module and torch alone takes more CPU
+    time than all of `--help` (robotrain.cli); `dataset info` reads meta only."""
+    code = (
+        "import sys\n"
+        "from robotrain.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"main(['dataset', 'info', {str(LEROBOT_FIXTURES / 'so101_fixture_v30')!r}])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'av', 'mujoco', 'matplotlib'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]"
 
 
 def test_python_dash_m_entry_point() -> None:

@@ -8,6 +8,7 @@ evaluate.py and report.py alike.
 from __future__ import annotations
 
 # --- batch / dataset keys (LeRobot names) -------------------------------------------
+OBS_PREFIX = "observation."
 OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
 OBS_IMAGES_PREFIX = "observation.images."
@@ -44,6 +45,27 @@ def frame_index_key(camera_key: str) -> str:
 
 def is_image_key(key: str) -> bool:
     return key.startswith(OBS_IMAGES_PREFIX)
+
+
+# --- metric keys: metrics.jsonl lines, written by training/loop.py and ----------------
+# evaluation/offline.py, read by reports/. Users' runs hold these names on disk: renaming
+# one makes `robotrain report` blind to every older run.
+TRAIN_PREFIX = "train/"
+# train/<name> is the mean over a log interval of what train_step returns under <name>:
+# "loss", the policy's loss components (e.g. train/l1_loss), "grad_norm", "lr".
+TRAIN_LOSS = "train/loss"
+TRAIN_GRAD_NORM = "train/grad_norm"
+TRAIN_LR = "train/lr"
+TRAIN_UPDT_S = "train/updt_s"
+TRAIN_DATA_S = "train/data_s"
+TRAIN_SAMPLES_PER_S = "train/samples_per_s"
+TRAIN_PEAK_MEM_MB = "train/peak_mem_mb"
+EVAL_ACTION_ERROR = "eval/action_error"
+EVAL_FIRST_ACTION_ERROR = "eval/first_action_error"
+EVAL_ACTION_ERROR_PER_JOINT = "eval/action_error_per_joint"
+EVAL_NUM_SAMPLES = "eval/num_samples"
+EVAL_BASELINE_ACTION_ERROR = "eval/baseline_action_error"
+EVAL_BASELINE_FIRST_ACTION_ERROR = "eval/baseline_first_action_error"
 
 
 # --- the SO-101 arm ---------------------------------------------------------------

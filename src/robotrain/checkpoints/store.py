@@ -25,6 +25,7 @@ written by LeRobot itself.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from robotrain.constants import (
     TRAINING_STATE_DIR,
 )
 from robotrain.errors import CheckpointError, ConfigError, RobotrainError
-from robotrain.system.files import atomic_directory, atomic_path, write_safetensors
+from robotrain.system.files import atomic_directory, atomic_path, read_json, write_safetensors
 from robotrain.policies.normalize import unflatten_stats
 from robotrain.policies import Policy, PolicyConfig, PolicyFeatures, get_policy_class
 from robotrain.checkpoints.reexpress import io_features, reexpress_state_dict
@@ -146,7 +147,7 @@ def processor_stats_files(pretrained_dir: Path) -> list[Path]:
         path = pretrained_dir / name
         if not path.is_file():
             continue
-        data = _read_json(path)
+        data = read_json(path, CheckpointError)
         steps = data.get("steps") if isinstance(data, dict) else None
         if not isinstance(steps, list):
             raise CheckpointError("no 'steps' list", path)
@@ -203,9 +204,9 @@ def read_robotrain_config(pretrained_dir: Path) -> dict[str, Any]:
     robotrain_config.json, or the "robotrain" key of train_config.json in older checkpoints."""
     path = pretrained_dir / ROBOTRAIN_CONFIG_JSON
     if path.is_file():
-        data = _read_json(path)
+        data = read_json(path, CheckpointError)
     elif (pretrained_dir / TRAIN_CONFIG_JSON).is_file():
-        train_config = _read_json(pretrained_dir / TRAIN_CONFIG_JSON)
+        train_config = read_json(pretrained_dir / TRAIN_CONFIG_JSON, CheckpointError)
         data = train_config.get(ROBOTRAIN_SECTION) if isinstance(train_config, dict) else None
         path = pretrained_dir / TRAIN_CONFIG_JSON
     else:
@@ -215,15 +216,6 @@ def read_robotrain_config(pretrained_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError("our training config must be a JSON object", path)
     return data
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError("missing file", path) from None
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise CheckpointError(f"unreadable JSON: {exc}", path) from None
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -323,14 +315,12 @@ def checkpoint_identity(pretrained_dir: str | Path) -> dict[str, Any]:
     checkpoint's training_state/training_step.json or its `<step>/` folder name, else
     None) and the sha256 of its model.safetensors, so a committed eval_info.json can be
     tied to exactly one set of weights."""
-    import hashlib
-
     pretrained_dir = find_pretrained_dir(pretrained_dir)
-    config_json = _read_json(pretrained_dir / CONFIG_JSON)
+    config_json = read_json(pretrained_dir / CONFIG_JSON, CheckpointError)
     step: int | None = None
     step_file = pretrained_dir.parent / TRAINING_STATE_DIR / TRAINING_STEP
     if step_file.is_file():
-        value = _read_json(step_file)
+        value = read_json(step_file, CheckpointError)
         step = int(value["step"]) if isinstance(value, dict) and isinstance(value.get("step"), int) else None
     elif pretrained_dir.name == PRETRAINED_MODEL_DIR and pretrained_dir.parent.name.isdigit():
         step = int(pretrained_dir.parent.name)
@@ -360,7 +350,7 @@ def init_weights_from(policy: Policy, checkpoint: str | Path) -> None:
     A checkpoint whose statistics cannot be read is copied as it is, with a warning.
     """
     pretrained_dir = find_pretrained_dir(checkpoint)
-    config_json = _read_json(pretrained_dir / CONFIG_JSON)
+    config_json = read_json(pretrained_dir / CONFIG_JSON, CheckpointError)
     kind = config_json.get("type") if isinstance(config_json, dict) else None
     if kind != policy.name:
         raise CheckpointError(f"--init-from holds a {kind!r} policy, this run trains {policy.name!r}",
@@ -398,7 +388,7 @@ def load_policy(pretrained_dir: str | Path, device: str | torch.device = "cpu",
     Example: `policy = load_policy("outputs/train/run/checkpoints/last/pretrained_model")`.
     """
     pretrained_dir = find_pretrained_dir(pretrained_dir)
-    config_json = _read_json(pretrained_dir / CONFIG_JSON)
+    config_json = read_json(pretrained_dir / CONFIG_JSON, CheckpointError)
     if not isinstance(config_json, dict) or "type" not in config_json:
         raise CheckpointError("config.json has no policy 'type'", pretrained_dir / CONFIG_JSON)
     # Our robotrain_config.json keeps every policy field (config.json holds only LeRobot's, so
@@ -506,7 +496,7 @@ def load_training_state(src: Path, optimizer: torch.optim.Optimizer,
     if missing:
         raise CheckpointError(f"incomplete training state, missing {missing}", src)
     tensors = _read_safetensors(src / OPTIMIZER_STATE)
-    groups = _read_json(src / OPTIMIZER_PARAM_GROUPS)
+    groups = read_json(src / OPTIMIZER_PARAM_GROUPS, CheckpointError, expect=list)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         param_id, _, name = key.partition(".")
@@ -522,11 +512,11 @@ def load_training_state(src: Path, optimizer: torch.optim.Optimizer,
     except (ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"optimizer state does not match: {exc}", src / OPTIMIZER_STATE) from None
     if scheduler is not None:
-        sched = _read_json(src / SCHEDULER_STATE)
+        sched = read_json(src / SCHEDULER_STATE, CheckpointError, expect=dict)
         sched["lr_lambdas"] = [None] * len(current)
         scheduler.load_state_dict(sched)
     set_rng_state(_read_safetensors(src / RNG_STATE))
-    step = _read_json(src / TRAINING_STEP)
+    step = read_json(src / TRAINING_STEP, CheckpointError)
     step = step.get("step") if isinstance(step, dict) else None
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"'step' must be a non-negative integer, got {step!r}", src / TRAINING_STEP)

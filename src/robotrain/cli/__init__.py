@@ -5,6 +5,10 @@ Each subcommand lives in its own module under `robotrain.cli` and exposes
 `(args) -> int` (the exit code). User errors (`RobotrainError`) are printed on one line
 with no traceback and exit non-zero.
 
+`robotrain --help` imports every subcommand module, so they import library code that
+pulls in torch, numpy, pyarrow, PyAV, MuJoCo or matplotlib inside the functions that use
+it: torch alone costs more CPU time than the whole of `--help`.
+
 Example:
     robotrain --help
     robotrain dataset info tests/fixtures/so101_fixture_v30

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from robotrain.errors import ConfigError
+
 
 def register_preview(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,8 +28,7 @@ def register_preview(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from robotrain.errors import ConfigError
-    from robotrain.reports.preview import preview_episode
+    from robotrain.reports.preview import preview_episode  # lazily, like every heavy import here: see robotrain.cli
 
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from robotrain.checkpoints.averaging import average_checkpoints
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("checkpoint", help="work on saved checkpoints (average)")
@@ -34,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_average(args: argparse.Namespace) -> int:
+    from robotrain.checkpoints.averaging import average_checkpoints  # lazily, like every heavy import here: see robotrain.cli
+
     result = average_checkpoints(args.checkpoints, args.out, args.weights)
     for source, weight, converted in zip(result.sources, result.weights, result.reexpressed):
         note = f" (re-expressed in the first's statistics: {', '.join(converted)})" if converted else ""

@@ -14,11 +14,12 @@ Each sub-subcommand is a `register_<name>(subparsers)` function listed in
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from datetime import datetime
 from collections.abc import Callable
 
 from robotrain.cli._preview import register_preview
-from robotrain.data.images import parse_hw
 from robotrain.errors import ConfigError
 
 EXIT_PROBLEMS = 1
@@ -26,6 +27,8 @@ EXIT_PROBLEMS = 1
 
 def parse_size(text: str) -> tuple[int, int]:
     """`--size HxW` for argparse (its type errors name the flag)."""
+    from robotrain.data.images import parse_hw  # lazily, like every heavy import here: see robotrain.cli
+
     try:
         return parse_hw(text, "--size")
     except ConfigError as exc:
@@ -82,8 +85,6 @@ def register_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    import sys
-
     from robotrain.data.format import validate_dataset
 
     problems = validate_dataset(args.path)
@@ -165,8 +166,6 @@ def register_caches(sub: argparse._SubParsersAction) -> None:
 
 
 def run_caches(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from robotrain.data.cache import resolve_cache_dir
     from robotrain.data.cache_admin import STATUS_HELP, list_caches, prunable, remove
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
+from robotrain.recipes.demo import DemoConfig, quick_demo_config, run_demo
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from robotrain.recipes.demo import DemoConfig
-
     d = DemoConfig()
     parser = subparsers.add_parser(
         "demo",
@@ -38,8 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robotrain.recipes.demo import DemoConfig, quick_demo_config, run_demo
-
     cfg = quick_demo_config(args.out) if args.quick else DemoConfig(out=args.out)
     for name in ("episodes", "steps", "batch_size", "eval_episodes", "videos", "workers"):
         value = getattr(args, name)

@@ -23,6 +23,9 @@ import logging
 from pathlib import Path
 
 from robotrain.cli import int_at_least
+from robotrain.constants import ACTION, EVAL_INFO_JSON, PRETRAINED_MODEL_DIR
+from robotrain.errors import CheckpointError, ConfigError
+from robotrain.system.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +73,6 @@ def policy_overrides(args: argparse.Namespace) -> dict[str, int | float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robotrain.errors import ConfigError
-
     if args.sim:
         return run_sim(args)
     if not args.dataset:
@@ -81,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
 
 def sim_episode_count(args: argparse.Namespace) -> int:
     """`--episodes N` (or `--n-episodes N`) as a count of sim episodes; 50 by default."""
-    from robotrain.errors import ConfigError
-
     if args.n_episodes is not None and args.episodes is not None:
         raise ConfigError("--sim: give the number of episodes once (--episodes N or --n-episodes N)")
     if args.episodes is not None:
@@ -98,9 +97,7 @@ def sim_episode_count(args: argparse.Namespace) -> int:
 
 def run_sim(args: argparse.Namespace) -> int:
     """Closed-loop rollouts in the SO-101 sim via `robotrain.evaluation.rollout.evaluate_checkpoint_in_sim`."""
-    from robotrain.constants import EVAL_INFO_JSON
-    from robotrain.errors import CheckpointError, ConfigError
-    from robotrain.data.images import parse_hw
+    from robotrain.data.images import parse_hw  # lazily, like every heavy import here: see robotrain.cli
     from robotrain.evaluation.rollout import default_eval_dir, evaluate_checkpoint_in_sim, format_sim_result
 
     n = sim_episode_count(args)
@@ -133,12 +130,9 @@ def run_offline(args: argparse.Namespace) -> int:
     import torch
 
     from robotrain.checkpoints.store import load_policy, load_stats
-    from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
-    from robotrain.errors import ConfigError
     from robotrain.data.images import parse_hw
     from robotrain.evaluation.offline import format_table, offline_action_error
-    from robotrain.system.files import atomic_write_json
 
     checkpoint = Path(args.checkpoint)
     pretrained = checkpoint / PRETRAINED_MODEL_DIR if (checkpoint / PRETRAINED_MODEL_DIR).is_dir() else checkpoint

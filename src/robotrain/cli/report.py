@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from robotrain.reports.report import write_report
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robotrain.reports.report import write_report  # lazily, like every heavy import here: see robotrain.cli
+
     result = write_report(args.runs, args.out)
     print(f"wrote {result.markdown} ({len(result.plots)} plots)")
     return 0

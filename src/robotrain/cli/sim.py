@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from robotrain.errors import ConfigError
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
@@ -58,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_record(args: argparse.Namespace) -> int:
-    from robotrain.errors import ConfigError
-    from robotrain.data.images import parse_hw
+    from robotrain.data.images import parse_hw  # lazily, like every heavy import here: see robotrain.cli
     from robotrain.sim.record import RecordConfig, record_dataset, record_summary
 
     h, w = parse_hw(args.size, "--size")

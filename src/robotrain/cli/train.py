@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from robotrain.training.config import parse_train_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,8 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robotrain.training.config import parse_train_config
-    from robotrain.training.loop import train
+    from robotrain.training.loop import train  # lazily, like every heavy import here: see robotrain.cli
 
     argv = list(args.extra_args) + (["--help"] if args.train_help else [])
     config = parse_train_config(argv)

@@ -251,20 +251,6 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_json_config(path: str | Path) -> dict[str, Any]:
-    """A config file (JSON object), or ConfigError naming the file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("config file not found", path) from None
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise ConfigError(f"cannot read config file: {exc}", path) from None
-    if not isinstance(data, dict):
-        raise ConfigError("config file must hold a JSON object", path)
-    return data
-
-
 # --- argparse --------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ import ctypes
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -36,13 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from robotrain.constants import TIMESTAMP
 from robotrain.data.format import DatasetMeta, load_frame_table
 from robotrain.data.images import check_mode, fit_uint8, fitted_size, hwc_to_chw
 from robotrain.data.video import DEFAULT_TOLERANCE_S, check_frame_size, iter_frames_at
 from robotrain.errors import ConfigError, DatasetError, RobotrainError
-from robotrain.system.files import atomic_directory, atomic_write_json, process_exists
+from robotrain.system.files import atomic_directory, atomic_write_json, process_exists, read_json
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +146,14 @@ def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, 
     if not path.is_dir():
         return None
     try:
-        info = json.loads(marker.read_text())
+        info = read_json(marker, expect=dict)
         if info.get("key") != key:
             raise ValueError("marker key differs")
         for k, shape in shapes.items():
             arr = np.load(path / f"{k}.npy", mmap_mode="r")
             if tuple(arr.shape) != shape or arr.dtype != np.uint8:
                 raise ValueError(f"{k}.npy has shape {arr.shape}, expected {shape}")
-    except (OSError, ValueError) as exc:
+    except (RobotrainError, OSError, ValueError) as exc:
         log.warning("frame cache %s is incomplete or damaged (%s); rebuilding it", path, exc)
         return None
     return FrameCache(path, shapes)
@@ -180,8 +182,6 @@ def _init_decode_worker() -> None:
     """Pool initializer: one torch thread per worker. The pool already runs one process per
     core; torch's default of one intra-op thread per core in *each* worker would put N^2
     threads on N cores (256 on a 16-core machine) for the resize/convert of every batch."""
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -316,9 +316,6 @@ def _fallocate(fd: int, length: int) -> None:
 
 
 def _run_tasks(tasks: list[tuple], num_workers: int, total: int, progress: bool, meta: DatasetMeta) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     columns = (TextColumn("decoding frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
         job = bar.add_task("decode", total=total)

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from robotrain.data.cache import (
 )
 from robotrain.data.format import load_meta
 from robotrain.errors import RobotrainError
+from robotrain.system.files import read_json
 
 OK, STALE, ORPHANED, BROKEN = "ok", "stale", "orphaned", "broken"
 CACHE_FILES = {COMPLETE_MARKER, BUILDER_PID_FILE}
@@ -93,9 +93,9 @@ def list_caches(cache_dir: str | Path | None = None) -> list[CacheEntry]:
     for path in sorted(p for p in root.iterdir() if looks_like_cache(p)):
         marker = path / COMPLETE_MARKER
         try:
-            info = json.loads(marker.read_text())
+            info = read_json(marker, expect=dict)
             last_used = marker.stat().st_mtime
-        except (OSError, ValueError):
+        except (RobotrainError, OSError):
             entries.append(CacheEntry(path, _size(path), path.stat().st_mtime, BROKEN))
             continue
         size = info.get("image_size")

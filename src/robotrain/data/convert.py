@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import time
@@ -48,7 +47,7 @@ from robotrain.data import stats as stats_lib
 from robotrain.data import writer as w
 from robotrain.data.mp4 import av
 from robotrain.errors import DatasetError
-from robotrain.system.files import atomic_directory, read_utf8
+from robotrain.system.files import atomic_directory, read_json, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -101,28 +100,7 @@ class ConversionReport:
 # --------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError("missing file (is this a LeRobot v2.1 dataset?)", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"not valid JSON: {exc}", path) from None
-
-
-def _read_jsonl(path: Path, required: bool = True) -> list[dict[str, Any]]:
-    if not path.is_file():
-        if required:
-            raise DatasetError("missing file (is this a LeRobot v2.1 dataset?)", path)
-        return []
-    rows = []
-    for n, line in enumerate(read_utf8(path, DatasetError).splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"line {n} is not valid JSON: {exc}", path) from None
-    return rows
+_NOT_V21 = "missing file (is this a LeRobot v2.1 dataset?)"
 
 
 @dataclass
@@ -149,7 +127,7 @@ class _Source:
 def _load_source(src: Path) -> _Source:
     if not src.is_dir():
         raise DatasetError("source dataset directory not found", src)
-    info = _read_json(src / "meta/info.json")
+    info = read_json(src / "meta/info.json", DatasetError, missing=_NOT_V21, expect=dict)
     version = info.get("codebase_version")
     if version not in SOURCE_VERSIONS:
         raise DatasetError(f"codebase_version is {version!r}; only {SOURCE_VERSIONS} can be converted",
@@ -157,13 +135,16 @@ def _load_source(src: Path) -> _Source:
     for k in ("fps", "features", "data_path"):
         if k not in info:
             raise DatasetError(f"missing key {k!r}", src / "meta/info.json")
-    episodes = sorted(_read_jsonl(src / "meta/episodes.jsonl"), key=lambda e: e.get("episode_index", -1))
+    episodes = sorted(read_jsonl(src / "meta/episodes.jsonl", DatasetError, missing=_NOT_V21),
+                      key=lambda e: e.get("episode_index", -1))
     if [e.get("episode_index") for e in episodes] != list(range(len(episodes))) or not episodes:
         raise DatasetError("episode_index values must be 0..N-1 without gaps", src / "meta/episodes.jsonl")
-    tasks_rows = sorted(_read_jsonl(src / "meta/tasks.jsonl"), key=lambda t: t.get("task_index", -1))
+    tasks_rows = sorted(read_jsonl(src / "meta/tasks.jsonl", DatasetError, missing=_NOT_V21),
+                        key=lambda t: t.get("task_index", -1))
     if [t.get("task_index") for t in tasks_rows] != list(range(len(tasks_rows))):
         raise DatasetError("task_index values must be 0..N-1 without gaps", src / "meta/tasks.jsonl")
-    stats_rows = _read_jsonl(src / "meta/episodes_stats.jsonl", required=False)
+    stats_path = src / "meta/episodes_stats.jsonl"
+    stats_rows = read_jsonl(stats_path, DatasetError) if stats_path.is_file() else []
     episode_stats = {int(r["episode_index"]): stats_lib.stats_from_json(r["stats"]) for r in stats_rows}
     for key, ft in info["features"].items():
         if ft.get("dtype") == "image":

@@ -11,7 +11,6 @@ print(load_meta('tests/fixtures/so101_fixture_v30'))"
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -28,13 +27,14 @@ from robotrain.constants import (
     EPISODE_INDEX,
     FRAME_INDEX,
     INDEX,
+    OBS_PREFIX,
     OBS_STATE,
     TASK_INDEX,
     TIMESTAMP,
 )
 from robotrain.data.stats import aggregate_stats
 from robotrain.errors import DatasetError
-from robotrain.system.files import read_utf8
+from robotrain.system.files import read_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -177,32 +177,6 @@ def _hwc(feature: dict, key: str, path: Path) -> tuple[int, int, int]:
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DatasetError("file is missing", path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"invalid JSON ({exc})", path) from exc
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DatasetError("file is missing", path)
-    rows = []
-    for lineno, line in enumerate(read_utf8(path, DatasetError).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"line {lineno}: invalid JSON ({exc})", path) from exc
-        if not isinstance(row, dict):
-            raise DatasetError(f"line {lineno}: expected a JSON object", path)
-        rows.append(row)
-    return rows
-
-
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read a parquet file; a missing, truncated or corrupt file is a DatasetError."""
     if not path.is_file():
@@ -240,9 +214,7 @@ def _parse_info(root: Path) -> dict[str, Any]:
         raise DatasetError("is a file; a LeRobot dataset is a folder holding meta/, data/ and videos/", root)
     if not root.is_dir():
         raise DatasetError("dataset directory does not exist", root)
-    info = _read_json(path)
-    if not isinstance(info, dict):
-        raise DatasetError("expected a JSON object", path)
+    info = read_json(path, DatasetError, expect=dict)
     version = _require(info, "codebase_version", str, path)
     if version not in SUPPORTED_VERSIONS:
         raise DatasetError(
@@ -309,7 +281,7 @@ def _parse_tasks(root: Path, version: str) -> list[str]:
         pairs = list(zip(table.column(TASK_INDEX).to_pylist(), table.column(text_col).to_pylist()))
     else:
         path = root / TASKS_JSONL
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path, DatasetError)
         pairs = []
         for i, row in enumerate(rows):
             if not isinstance(row.get("task_index"), int) or not isinstance(row.get("task"), str):
@@ -356,15 +328,15 @@ def _parse_stats(root: Path, version: str, episodes_table: pa.Table | None) -> d
     if version == "v3.0":
         path = root / STATS_JSON
         if path.is_file():
-            return _to_arrays(_read_json(path), path)
+            return _to_arrays(read_json(path, DatasetError), path)
         if episodes_table is not None and any(c.startswith("stats/") for c in episodes_table.column_names):
             log.warning("%s is missing; aggregating the per-episode stats", path)
             return aggregate_stats(_episode_stats_from_table(episodes_table))
         raise DatasetError("file is missing (and the episodes carry no stats)", path)
     path = root / EPISODES_STATS_JSONL
     if not path.is_file() and (root / STATS_JSON).is_file():
-        return _to_arrays(_read_json(root / STATS_JSON), root / STATS_JSON)
-    rows = _read_jsonl(path)
+        return _to_arrays(read_json(root / STATS_JSON, DatasetError), root / STATS_JSON)
+    rows = read_jsonl(path, DatasetError)
     per_ep = []
     for i, row in enumerate(rows):
         if "stats" not in row:
@@ -455,7 +427,7 @@ def _v3_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> tuple[
 
 def _v21_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> list[EpisodeRecord]:
     path = root / EPISODES_JSONL
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path, DatasetError)
     chunks_size = int(info.get("chunks_size", 1000))
     parsed = []
     for i, row in enumerate(rows):
@@ -675,7 +647,7 @@ def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
     nan action errors) without a word about the data; name the column and the first frame.
     Other columns (rewards, complementary info) are no policy's input and are left alone."""
     for key, col in columns.items():
-        if not (key == ACTION or key.startswith("observation.")) or not np.issubdtype(col.dtype, np.floating):
+        if not (key == ACTION or key.startswith(OBS_PREFIX)) or not np.issubdtype(col.dtype, np.floating):
             continue
         bad = ~np.isfinite(col.reshape(len(col), -1)).all(axis=1)
         if bad.any():

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from robotrain.errors import DatasetError
+from robotrain.system.files import atomic_path
 
 # SVT-AV1 prints a banner and warnings on stderr for every encoder it opens; keep errors.
 os.environ.setdefault("SVT_LOG", "1")
@@ -180,8 +181,6 @@ def even_frame(rgb: np.ndarray) -> np.ndarray:
 
 def write_preview_mp4(path: str | Path, frames: np.ndarray, fps: int) -> Path:
     """frames (T, H, W, 3) uint8 -> an H.264 mp4 at `path`, written atomically."""
-    from robotrain.system.files import atomic_path
-
     path = Path(path)
     first = even_frame(frames[0])
     with atomic_path(path) as tmp:

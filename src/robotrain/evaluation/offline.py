@@ -24,7 +24,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from robotrain.constants import ACTION, ACTION_IS_PAD, is_image_key
+from robotrain.constants import (
+    ACTION,
+    ACTION_IS_PAD,
+    EVAL_ACTION_ERROR,
+    EVAL_ACTION_ERROR_PER_JOINT,
+    EVAL_BASELINE_ACTION_ERROR,
+    EVAL_BASELINE_FIRST_ACTION_ERROR,
+    EVAL_FIRST_ACTION_ERROR,
+    EVAL_NUM_SAMPLES,
+    is_image_key,
+)
 from robotrain.errors import ConfigError
 from robotrain.policies import Policy
 
@@ -56,17 +66,17 @@ class OfflineEvalResult:
     num_steps: int
     """Non-padded (frame, chunk step) pairs scored."""
 
-    def to_metrics(self, prefix: str = "eval/") -> dict[str, Any]:
+    def to_metrics(self) -> dict[str, Any]:
         """Flat metric dict in the shared `eval/...` names (metrics.jsonl, report.py)."""
         out: dict[str, Any] = {
-            f"{prefix}action_error": self.policy.action_error,
-            f"{prefix}first_action_error": self.policy.first_action_error,
-            f"{prefix}action_error_per_joint": self.policy.action_error_per_joint,
-            f"{prefix}num_samples": self.num_samples,
+            EVAL_ACTION_ERROR: self.policy.action_error,
+            EVAL_FIRST_ACTION_ERROR: self.policy.first_action_error,
+            EVAL_ACTION_ERROR_PER_JOINT: self.policy.action_error_per_joint,
+            EVAL_NUM_SAMPLES: self.num_samples,
         }
         if self.baseline is not None:
-            out[f"{prefix}baseline_action_error"] = self.baseline.action_error
-            out[f"{prefix}baseline_first_action_error"] = self.baseline.first_action_error
+            out[EVAL_BASELINE_ACTION_ERROR] = self.baseline.action_error
+            out[EVAL_BASELINE_FIRST_ACTION_ERROR] = self.baseline.first_action_error
         return out
 
 

@@ -26,9 +26,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from robotrain.checkpoints import store
 from robotrain.constants import EVAL_INFO_JSON, OBS_STATE, SO101_FPS, SO101_TASK, TASK, is_image_key
 from robotrain.data.images import fit_uint8, hwc_to_chw, to_unit_float
 from robotrain.errors import ConfigError, SimulationError
@@ -150,12 +153,10 @@ def _split_vector_info(info: Mapping[str, Any], n: int, done: np.ndarray) -> lis
 
 def make_env_batch(n_envs: int, env_id: str = SIM_ENV_ID, env_kwargs: Mapping[str, Any] | None = None) -> _EnvBatch:
     """Parallel envs over processes when `n_envs > 1`, falling back to a single env."""
-    import gymnasium as gym
-
     kwargs = dict(env_kwargs or {})
     make_vector_env = None
     if env_id == SIM_ENV_ID:
-        try:
+        try:  # here: MuJoCo is loaded only to make an env, and a broken install is a SimulationError
             import robotrain.sim  # noqa: F401  (registers the env id)
             from robotrain.sim.env import make_vector_env  # type: ignore[no-redef]
         except ImportError as exc:
@@ -211,6 +212,7 @@ def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
 
 def _text_rgba(text: str, height: int, width: int) -> np.ndarray:
     """`text` rasterised by matplotlib (its bundled font) as (height, width, 4) uint8."""
+    # matplotlib and PyAV (data.mp4) are imported only when videos are asked for (--videos).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -305,9 +307,6 @@ class EpisodeVideo:
 
 # ------------------------------------------------------------------------ evaluation
 def _progress(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
     return Progress(
         TextColumn("[bold]sim eval"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False,
@@ -564,14 +563,12 @@ def evaluate_checkpoint_in_sim(
     Example:
         python -c "from robotrain.evaluation.rollout import evaluate_checkpoint_in_sim as e; e('outputs/act/checkpoints/last', 20)"
     """
-    from robotrain.checkpoints.store import checkpoint_identity, find_pretrained_dir, load_policy, resolve_checkpoint
-
-    ckpt = resolve_checkpoint(checkpoint)  # `last` resolved once: the result is filed under that step
-    pretrained = find_pretrained_dir(ckpt)
-    identity = checkpoint_identity(pretrained)  # before loading: the hash is of the weights loaded
+    ckpt = store.resolve_checkpoint(checkpoint)  # `last` resolved once: the result is filed under that step
+    pretrained = store.find_pretrained_dir(ckpt)
+    identity = store.checkpoint_identity(pretrained)  # before loading: the hash is of the weights loaded
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(pretrained, device=device, overrides=dict(overrides) if overrides else None)
+    policy = store.load_policy(pretrained, device=device, overrides=dict(overrides) if overrides else None)
     if render_size is None and policy.features.camera_keys:
         render_size = tuple(policy.features.image_shape[-2:])  # type: ignore[assignment]
     if render_size is not None:

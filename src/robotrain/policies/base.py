@@ -212,7 +212,7 @@ class Policy(nn.Module):
         E.g. ACT: `{"action": [i / fps for i in range(chunk_size)]}`.
         """
         fps = self.features.fps
-        return {"action": [i / fps for i in range(self.config.chunk_size)]}
+        return {ACTION: [i / fps for i in range(self.config.chunk_size)]}
 
     def normalized_io_layers(self) -> tuple[dict[str, str], dict[str, str]] | None:
         """Where normalised low-dimensional features meet the weights, for re-expressing the

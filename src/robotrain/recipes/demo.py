@@ -30,6 +30,8 @@ from typing import Any
 
 from robotrain.errors import ConfigError
 from robotrain.recipes.recipe import EvalSpec, Recipe, run_recipe
+from robotrain.training.config import TrainConfig
+from robotrain.training.presets import preset_act_sim_demo
 
 EVAL_SEED = 10_000
 """First sim seed of the evaluation episodes (recording uses seeds 0, 1, ...)."""
@@ -85,8 +87,6 @@ def quick_demo_config(out: str) -> DemoConfig:
 
 def act_policy_overrides(quick: bool) -> dict[str, Any]:
     """The ACT fields the demo sets: the `act_sim_demo` preset, or a tiny model for --quick."""
-    from robotrain.training.presets import preset_act_sim_demo
-
     if not quick:
         return dict(preset_act_sim_demo()["policy"])
     return {"dim_model": 32, "n_heads": 2, "dim_feedforward": 64, "n_encoder_layers": 1, "n_decoder_layers": 1,
@@ -109,7 +109,7 @@ def demo_recipe(cfg: DemoConfig) -> Recipe:
                   source="robotrain demo", workers=cfg.workers)
 
 
-def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) -> Any:
+def train_config(cfg: DemoConfig, dataset: Path, run_dir: Path, resume: bool) -> TrainConfig:
     """The TrainConfig of the demo run: the `act_sim_demo` preset plus the demo's sizes."""
     return demo_recipe(cfg).train_config(dataset, run_dir, resume)
 

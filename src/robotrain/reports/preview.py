@@ -52,6 +52,8 @@ def _to_uint8_hwc(img: Any) -> np.ndarray:
 
 
 def _save(fig: Any, path: Path) -> None:
+    # matplotlib inside the plotting functions: the Agg backend is chosen just before pyplot
+    # loads, so importing this module does not switch the backend of a user's session.
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
@@ -152,6 +154,7 @@ def preview_episode(
     dataset_root: str | Path, episode: int, out_dir: str | Path, n_frames: int = DEFAULT_N_FRAMES
 ) -> dict[str, Path]:
     """Write `episode_<E>_frames.png` and `episode_<E>_trajectories.png` into `out_dir`."""
+    # Looked up when called: tests/test_report_preview.py puts a fake reader in their place.
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.data.format import load_meta
 

@@ -27,7 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from robotrain.constants import SO101_JOINT_NAMES
+from robotrain.constants import (
+    EVAL_ACTION_ERROR,
+    EVAL_ACTION_ERROR_PER_JOINT,
+    EVAL_BASELINE_ACTION_ERROR,
+    EVAL_FIRST_ACTION_ERROR,
+    SO101_JOINT_NAMES,
+    TRAIN_DATA_S,
+    TRAIN_GRAD_NORM,
+    TRAIN_LOSS,
+    TRAIN_LR,
+    TRAIN_PEAK_MEM_MB,
+    TRAIN_PREFIX,
+    TRAIN_SAMPLES_PER_S,
+    TRAIN_UPDT_S,
+)
 from robotrain.errors import RobotrainError
 from robotrain.system.files import atomic_path, atomic_write_text
 from robotrain.reports.runs import NON_LOSS_TRAIN_KEYS, RunData, SimEval, load_run
@@ -89,13 +103,13 @@ def throughput_rows(runs: list[RunData]) -> list[list[str]]:
     rows = []
     for run in runs:
         recs = run.train[1:] if len(run.train) > 2 else run.train
-        updt = _median([r.get("train/updt_s", math.nan) for r in recs])
-        data = _median([r.get("train/data_s", math.nan) for r in recs])
+        updt = _median([r.get(TRAIN_UPDT_S, math.nan) for r in recs])
+        data = _median([r.get(TRAIN_DATA_S, math.nan) for r in recs])
         step_s = (updt or 0.0) + (data or 0.0) if (updt is not None or data is not None) else None
-        sps = _median([r.get("train/samples_per_s", math.nan) for r in recs])
+        sps = _median([r.get(TRAIN_SAMPLES_PER_S, math.nan) for r in recs])
         if sps is None and step_s and run.batch_size:
             sps = run.batch_size / step_s
-        mem = [r["train/peak_mem_mb"] for r in run.train if "train/peak_mem_mb" in r]
+        mem = [r[TRAIN_PEAK_MEM_MB] for r in run.train if TRAIN_PEAK_MEM_MB in r]
         data_share = f"{100 * data / step_s:.0f}%" if (data is not None and step_s) else "—"
         last_step = run.train[-1]["step"] if run.train else None
         rows.append(
@@ -125,6 +139,8 @@ THROUGHPUT_HEADERS = [
 
 # ---------------------------------------------------------------------------- plots
 def _plt():
+    # matplotlib inside the plotting functions: the Agg backend is chosen just before pyplot
+    # loads, so importing this module does not switch the backend of a user's session.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,18 +166,18 @@ def _series(run: RunData, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
 def train_metric_keys(runs: list[RunData]) -> list[str]:
     """train/loss, then every loss component any run logged, then grad norm and lr."""
     components = sorted(
-        {k for run in runs for r in run.train for k in r if k.startswith("train/")}
+        {k for run in runs for r in run.train for k in r if k.startswith(TRAIN_PREFIX)}
         - NON_LOSS_TRAIN_KEYS
-        - {"train/loss"}
+        - {TRAIN_LOSS}
     )
     present = {k for run in runs for r in run.train for k in r}
-    return [k for k in ["train/loss", *components, "train/grad_norm", "train/lr"] if k in present]
+    return [k for k in [TRAIN_LOSS, *components, TRAIN_GRAD_NORM, TRAIN_LR] if k in present]
 
 
 _Y_LABELS = {
-    "train/loss": "training loss (policy-specific, see note)",
-    "train/grad_norm": "gradient norm (before clipping)",
-    "train/lr": "learning rate",
+    TRAIN_LOSS: "training loss (policy-specific, see note)",
+    TRAIN_GRAD_NORM: "gradient norm (before clipping)",
+    TRAIN_LR: "learning rate",
 }
 
 
@@ -210,14 +226,14 @@ def plot_train_metric(runs: list[RunData], key: str, path: Path) -> None:
             if not len(xs):
                 continue
             all_y.extend(ys.tolist())
-            if len(xs) > 50 and key != "train/lr":
+            if len(xs) > 50 and key != TRAIN_LR:
                 ax.plot(xs, ys, color=colour, lw=0.8, alpha=0.25)
                 ax.plot(xs, _ema(ys, max(5, len(xs) // 30)), color=colour, lw=1.6, label=f"{run.label} (EMA)")
             else:
                 ax.plot(xs, ys, color=colour, lw=1.4, marker="o" if len(xs) < 30 else None, ms=3, label=run.label)
     pos = [v for v in all_y if v > 0]
-    log_y = key != "train/lr" and len(pos) == len(all_y) and bool(pos) and max(pos) / min(pos) > 20
-    ylabel = _Y_LABELS.get(key, key.removeprefix("train/"))
+    log_y = key != TRAIN_LR and len(pos) == len(all_y) and bool(pos) and max(pos) / min(pos) > 20
+    ylabel = _Y_LABELS.get(key, key.removeprefix(TRAIN_PREFIX))
     _style_axes(axes[0], "optimizer step", ylabel, log_y)
     _style_axes(axes[1], "samples seen", None, log_y)
     fig.suptitle(f"{key} against optimizer steps (left) and samples seen (right)")
@@ -229,7 +245,7 @@ def plot_sample_efficiency(runs: list[RunData], grid: np.ndarray, path: Path) ->
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for run in runs:
         xs = [e["samples"] for e in run.offline_evals if "samples" in e]
-        ys = [e["eval/action_error"] for e in run.offline_evals if "samples" in e]
+        ys = [e[EVAL_ACTION_ERROR] for e in run.offline_evals if "samples" in e]
         if xs:
             ax.plot(xs, ys, marker="o", ms=4, label=run.label)
     if len(grid):
@@ -389,7 +405,7 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
         if len(grid):
             rows = []
             for g_i, g in enumerate(grid):
-                vals = [interp_at(r, "eval/action_error", grid)[g_i] for r in evaluated]
+                vals = [interp_at(r, EVAL_ACTION_ERROR, grid)[g_i] for r in evaluated]
                 finite = [v for v in vals if np.isfinite(v)]
                 best = int(np.nanargmin(vals)) if finite and finite.count(min(finite)) == 1 else -1
                 rows.append([_fmt_count(g)] + [
@@ -405,12 +421,12 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
         last_rows = []
         for r in evaluated:
             e = r.offline_evals[-1]
-            per_joint = e.get("eval/action_error_per_joint") or []
+            per_joint = e.get(EVAL_ACTION_ERROR_PER_JOINT) or []
             cells = [_fmt(float(v)) for v in per_joint][:6] if isinstance(per_joint, list) else []
             last_rows.append([
                 r.label, _fmt_count(e.get("step")), _fmt_count(e.get("samples")),
-                _fmt(e.get("eval/action_error")), _fmt(e.get("eval/first_action_error")),
-                _fmt(e.get("eval/baseline_action_error")),
+                _fmt(e.get(EVAL_ACTION_ERROR)), _fmt(e.get(EVAL_FIRST_ACTION_ERROR)),
+                _fmt(e.get(EVAL_BASELINE_ACTION_ERROR)),
                 *(cells + ["—"] * (6 - len(cells))),
             ])
         md.append(md_table(["run", "step", "samples", "action error", "first-action error",

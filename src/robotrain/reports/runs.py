@@ -33,14 +33,22 @@ from typing import Any
 
 from robotrain.constants import (
     CONFIG_JSON,
+    EVAL_ACTION_ERROR,
     EVAL_INFO_JSON,
     METRICS_JSONL,
     ROBOTRAIN_CONFIG_JSON,
     ROBOTRAIN_SECTION,
     TRAIN_CONFIG_JSON,
+    TRAIN_DATA_S,
+    TRAIN_GRAD_NORM,
+    TRAIN_LOSS,
+    TRAIN_LR,
+    TRAIN_PEAK_MEM_MB,
+    TRAIN_SAMPLES_PER_S,
+    TRAIN_UPDT_S,
 )
 from robotrain.errors import RobotrainError
-from robotrain.system.files import read_utf8
+from robotrain.system.files import read_json, read_utf8
 from robotrain.evaluation.statistics import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -48,12 +56,12 @@ logger = logging.getLogger(__name__)
 # Keys of a training line that are not loss terms.
 NON_LOSS_TRAIN_KEYS = frozenset(
     {
-        "train/grad_norm",
-        "train/lr",
-        "train/updt_s",
-        "train/data_s",
-        "train/samples_per_s",
-        "train/peak_mem_mb",
+        TRAIN_GRAD_NORM,
+        TRAIN_LR,
+        TRAIN_UPDT_S,
+        TRAIN_DATA_S,
+        TRAIN_SAMPLES_PER_S,
+        TRAIN_PEAK_MEM_MB,
     }
 )
 LEROBOT_LOG_SUFFIXES = (".log", ".txt")
@@ -111,17 +119,6 @@ class RunData:
 
 
 # --------------------------------------------------------------------------- helpers
-def _read_json(path: Path) -> Any:
-    try:
-        text = read_utf8(path)
-    except OSError as exc:
-        raise RobotrainError(f"cannot read: {exc.strerror or exc}", path) from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RobotrainError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path) from exc
-
-
 def _as_success(value: Any, where: str, path: Path) -> bool:
     """An episode's outcome: true/false (or 0/1, as some writers store it). Anything else,
     "maybe" or null, would otherwise count by Python truthiness."""
@@ -186,9 +183,7 @@ def parse_big_number(text: str) -> tuple[float, float]:
 def load_eval_info(path: Path) -> SimEval:
     """Parse an `eval_info.json`: ours / LeRobot <= 0.3 (`per_episode` + `aggregated`) or
     LeRobot >= 0.4 (`per_task[].metrics.successes` + `overall`)."""
-    info = _read_json(path)
-    if not isinstance(info, dict):
-        raise RobotrainError("eval_info.json must hold a JSON object", path)
+    info = read_json(path, expect=dict)
     agg = info.get("aggregated") or info.get("overall") or {}
     if not isinstance(agg, dict):
         raise RobotrainError("'aggregated' must be an object", path)
@@ -278,12 +273,12 @@ def load_metrics_jsonl(path: Path) -> tuple[list[dict[str, float]], list[dict[st
             raise RobotrainError(f"line {i + 1} is not a JSON object ({exc})", path) from exc
         if "step" not in rec:
             raise RobotrainError(f"line {i + 1} has no 'step'", path)
-        for key in ("step", "train/loss"):
+        for key in ("step", TRAIN_LOSS):
             if key in rec and (isinstance(rec[key], bool) or not isinstance(rec[key], (int, float))):
                 raise RobotrainError(f"line {i + 1}: '{key}' must be a number, got {rec[key]!r}", path)
-        if "eval/action_error" in rec:
+        if EVAL_ACTION_ERROR in rec:
             evals.append(rec)
-        elif "train/loss" in rec:
+        elif TRAIN_LOSS in rec:
             train.append({k: float(v) for k, v in rec.items() if _as_float(v) is not None})
     if not train:
         logger.warning("%s: no training lines (a run that has not logged yet?)", path)
@@ -314,10 +309,7 @@ def load_robotrain_run(run_dir: Path, label: str) -> RunData:
     config_path = run_dir / CONFIG_JSON
     config: dict[str, Any] = {}
     if config_path.is_file():
-        loaded = _read_json(config_path)
-        if not isinstance(loaded, dict):
-            raise RobotrainError("config.json must hold a JSON object", config_path)
-        config = loaded
+        config = read_json(config_path, expect=dict)
     else:
         logger.warning("%s: missing; batch size, device and policy are unknown", config_path)
     batch = _find_key(config, ("batch_size",))
@@ -401,8 +393,8 @@ def parse_lerobot_log(path: Path) -> tuple[list[dict[str, float]], dict[str, Any
         ) else [math.nan] * len(rows)
     except ValueError as exc:
         raise RobotrainError(f"malformed LeRobot log line ({exc})", path) from exc
-    names = {"loss": "train/loss", "grdn": "train/grad_norm", "lr": "train/lr",
-             "updt_s": "train/updt_s", "data_s": "train/data_s", "epch": "epoch"}
+    names = {"loss": TRAIN_LOSS, "grdn": TRAIN_GRAD_NORM, "lr": TRAIN_LR,
+             "updt_s": TRAIN_UPDT_S, "data_s": TRAIN_DATA_S, "epch": "epoch"}
     records: list[dict[str, float]] = []
     for row, step, smpl in zip(rows, steps, samples):
         rec: dict[str, float] = {"step": step}
@@ -416,9 +408,9 @@ def parse_lerobot_log(path: Path) -> tuple[list[dict[str, float]], dict[str, Any
                     rec[ours] = float(row[key].rstrip("%"))
                 except ValueError as exc:
                     raise RobotrainError(f"malformed value {key}:{row[key]!r} in a step line", path) from exc
-        step_s = rec.get("train/updt_s", 0.0) + rec.get("train/data_s", 0.0)
+        step_s = rec.get(TRAIN_UPDT_S, 0.0) + rec.get(TRAIN_DATA_S, 0.0)
         if facts.get("batch_size") and step_s > 0:
-            rec["train/samples_per_s"] = facts["batch_size"] / step_s
+            rec[TRAIN_SAMPLES_PER_S] = facts["batch_size"] / step_s
         records.append(rec)
     return records, facts
 
@@ -430,10 +422,7 @@ def _checkpoint_json(run_dir: Path, name: str) -> dict[str, Any]:
     candidates += sorted(run_dir.glob(f"pretrained_model/{name}"))
     if not candidates:
         return {}
-    cfg = _read_json(candidates[-1])
-    if not isinstance(cfg, dict):
-        raise RobotrainError(f"{name} must hold a JSON object", candidates[-1])
-    return cfg
+    return read_json(candidates[-1], expect=dict)
 
 
 def _lerobot_train_config(run_dir: Path) -> dict[str, Any]:
@@ -479,9 +468,9 @@ def load_lerobot_run(log: Path | None, run_dir: Path | None, label: str) -> RunD
     if run.batch_size and "batch_size" not in facts:
         for rec in run.train:
             rec["samples"] = rec["step"] * run.batch_size
-            step_s = rec.get("train/updt_s", 0.0) + rec.get("train/data_s", 0.0)
+            step_s = rec.get(TRAIN_UPDT_S, 0.0) + rec.get(TRAIN_DATA_S, 0.0)
             if step_s > 0:
-                rec["train/samples_per_s"] = run.batch_size / step_s
+                rec[TRAIN_SAMPLES_PER_S] = run.batch_size / step_s
     return run
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from robotrain.constants import SO101_FPS
+from robotrain.constants import OBS_STATE, SO101_FPS
 from robotrain.sim import scene
 from robotrain.sim.env import SO101PickPlaceEnv
 
@@ -294,13 +294,13 @@ def run_episode(env: SO101PickPlaceEnv, seed: int, settle_steps: int = 10, actio
     roll_std[WRIST_ROLL] = wrist_roll_noise_deg
     roll_noise = ExecutionNoise(roll_std, np.random.default_rng([seed, 13])) if wrist_roll_noise_deg > 0 else None
     fade_start, fade_end = expert.waypoint_time(2), expert.waypoint_time(3)  # hover reached, descent done
-    frames: dict[str, list] = {k: [] for k in obs if k != "observation.state"}
+    frames: dict[str, list] = {k: [] for k in obs if k != OBS_STATE}
     states, actions = [], []
     extra = 0
     success = False
     for _ in range(env.max_episode_steps):
         action = expert.act(env)
-        states.append(obs["observation.state"])
+        states.append(obs[OBS_STATE])
         actions.append(action)
         for k in frames:
             frames[k].append(obs[k])

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from robotrain.checkpoints.store import load_policy
 from robotrain.constants import ACTION, OBS_STATE, SO101_TASK, TASK
+from robotrain.data.dataset import LeRobotDataset
 from robotrain.errors import EXIT_USER_ERROR, ConfigError, RobotrainError
 from robotrain.system.files import atomic_write_text
 from robotrain.sim.env import GRIPPER_CLOSE_COMMAND, SO101PickPlaceEnv, to_jaw_frame
@@ -133,9 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         episodes = [int(e) for e in args.episodes.split(",") if e.strip()]
     except ValueError:
         parser.error(f"--episodes must be comma-separated integers, got {args.episodes!r}")
-
-    from robotrain.checkpoints.store import load_policy
-    from robotrain.data.dataset import LeRobotDataset
 
     try:
         policy = load_policy(args.checkpoint)  # a step dir or its pretrained_model/

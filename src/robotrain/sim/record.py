@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from robotrain.constants import (
     OBS_IMAGES_PREFIX,
@@ -40,6 +41,7 @@ from robotrain.constants import (
     SO101_ROBOT_TYPE,
     SO101_TASK,
 )
+from robotrain.data.writer import DatasetWriter
 from robotrain.errors import ConfigError, RecordingStopped, SimulationError
 from robotrain.system.files import atomic_write_json, atomic_write_text, process_exists
 from robotrain.system.signals import SigtermHandler
@@ -118,7 +120,7 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(cfg: RecordConfig, frame_dir: str) -> None:
     """Build this worker's env from the recording's config (picklable: it travels to spawned workers)."""
-    from robotrain.sim.env import SO101PickPlaceEnv
+    from robotrain.sim.env import SO101PickPlaceEnv  # MuJoCo in the workers only: the parent renders nothing
 
     _WORKER["env"] = SO101PickPlaceEnv(image_size=(cfg.height, cfg.width), max_episode_steps=cfg.max_steps,
                                        terminate_on_success=False, cube_margin=cfg.cube_margin_mm / 1000.0,
@@ -206,10 +208,6 @@ def record_dataset(out: str | Path, cfg: RecordConfig, workers: int | None = Non
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError("output already exists; choose a new --out (or pass --overwrite)", out)
-    try:
-        from robotrain.data.writer import DatasetWriter
-    except ImportError as exc:
-        raise SimulationError(f"the dataset writer (robotrain.data.writer) is not available: {exc}") from exc
     workers = max(1, min(workers or (os.cpu_count() or 1), cfg.episodes))
     max_attempts = 2 * cfg.episodes + 10
     cameras = ("front", "wrist")
@@ -309,8 +307,6 @@ def _executor(workers: int, init_args: tuple) -> cf.Executor:
 
 
 def _progress(enabled: bool, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("discarded {task.fields[discarded]}"), TimeElapsedColumn(), TimeRemainingColumn(),

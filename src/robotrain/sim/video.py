@@ -13,22 +13,20 @@ from pathlib import Path
 import numpy as np
 
 from robotrain.constants import OBS_IMAGES_PREFIX, SO101_FPS
+from robotrain.data.mp4 import write_preview_mp4
 from robotrain.errors import SimulationError
+from robotrain.sim.env import SO101PickPlaceEnv
+from robotrain.sim.expert import GRASP_CLOSED_WAYPOINT, ScriptedExpert, run_episode
 from robotrain.system.files import atomic_path
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = SO101_FPS) -> Path:
     """frames (T, H, W, 3) uint8 -> H.264 mp4 at `path` (written atomically by robotrain.data)."""
-    from robotrain.data.mp4 import write_preview_mp4
-
     return write_preview_mp4(path, frames, fps)
 
 
 def episode_video(out: str | Path, seed: int, height: int, width: int) -> tuple[Path, bool, int]:
     """Render the expert's episode for `seed`; returns (path, success, number of frames)."""
-    from robotrain.sim.env import SO101PickPlaceEnv
-    from robotrain.sim.expert import run_episode
-
     env = SO101PickPlaceEnv(image_size=(height, width), terminate_on_success=False)
     try:
         ep = run_episode(env, seed)
@@ -46,10 +44,7 @@ def grasp_snapshot(out: str | Path, seed: int = 0, height: int = 480, width: int
     Example (the image in the README):
         MUJOCO_GL=egl python -c "from robotrain.sim.video import grasp_snapshot; grasp_snapshot('docs/sim_cameras.png')"
     """
-    import matplotlib.image
-
-    from robotrain.sim.env import SO101PickPlaceEnv
-    from robotrain.sim.expert import GRASP_CLOSED_WAYPOINT, ScriptedExpert
+    import matplotlib.image  # only for this picture: `sim video` does without matplotlib
 
     env = SO101PickPlaceEnv(image_size=(height, width), cameras=(), terminate_on_success=False)
     try:

@@ -1,5 +1,7 @@
 """Atomic file and directory writes: a killed process never leaves a half-written file
-that looks complete (house rule). Write to a temporary sibling, fsync, then rename."""
+that looks complete (house rule). Write to a temporary sibling, fsync, then rename.
+And the one way to read a JSON / JSON Lines file a user gave us (`read_json`,
+`read_jsonl`): every failure is one line naming the file."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, overload
 
 from robotrain.errors import RobotrainError
 
@@ -47,6 +49,7 @@ def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[
     """`safetensors.torch.save_file`, with its I/O failures as OSError: the Rust writer
     reports a full disk as a SafetensorError ("... (os error 28)" in 0.5+, "Os { code: 28
     ... }" in 0.4), which the atomic writers would otherwise not recognise as a disk error."""
+    # safetensors.torch imports torch; this module is imported by the CLI on start-up.
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
@@ -68,6 +71,83 @@ def read_utf8(path: Path, error: type[RobotrainError] = RobotrainError) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
+
+
+def _read_text(path: Path, error: type[RobotrainError], missing: str) -> str:
+    try:
+        return read_utf8(path, error)
+    except FileNotFoundError:
+        raise error(missing, path) from None
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise error(f"cannot read: {exc.strerror or exc}", path) from None
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words ("an array"), for type errors."""
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true/false"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+@overload
+def read_json(path: Path, error: type[RobotrainError] = ..., *, missing: str = ...,
+              expect: type[dict]) -> dict[str, Any]: ...
+
+
+@overload
+def read_json(path: Path, error: type[RobotrainError] = ..., *, missing: str = ...,
+              expect: type[list]) -> list[Any]: ...
+
+
+@overload
+def read_json(path: Path, error: type[RobotrainError] = ..., *, missing: str = ...,
+              expect: None = None) -> Any: ...
+
+
+def read_json(path: Path, error: type[RobotrainError] = RobotrainError, *, missing: str = "file is missing",
+              expect: type[dict] | type[list] | None = None) -> Any:
+    """The parsed JSON file, or `error` naming the file in one line: the `missing` reason,
+    unreadable (a folder, no permission), not UTF-8, not valid JSON (with line and column),
+    or a top-level value that is not `expect` (dict: an object, list: an array).
+
+    One reader so that every JSON file a user hands us (datasets, checkpoints, configs,
+    runs) fails the same way, as the error class of the layer that read it."""
+    text = _read_text(path, error, missing)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path) from None
+    if expect is not None and not isinstance(data, expect):
+        raise error(f"must hold {_json_kind(expect())}, not {_json_kind(data)}", path)
+    return data
+
+
+def read_jsonl(path: Path, error: type[RobotrainError] = RobotrainError, *,
+               missing: str = "file is missing") -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file (one JSON object a line, blank lines skipped), with
+    `read_json`'s errors; a bad line is named by its number. Lines end at line feeds only
+    (not `splitlines`): a string holding U+2028, which json.dumps(ensure_ascii=False)
+    leaves raw, is not a line break."""
+    rows = []
+    for lineno, line in enumerate(_read_text(path, error, missing).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"line {lineno}: not valid JSON (column {exc.colno}: {exc.msg})", path) from None
+        if not isinstance(row, dict):
+            raise error(f"line {lineno}: must be a JSON object, not {_json_kind(row)}", path)
+        rows.append(row)
+    return rows
 
 
 def _current_umask() -> int:

@@ -18,12 +18,12 @@ from robotrain.config.flags import (
     convert,
     flags_to_overrides,
     from_dict,
-    load_json_config,
     merge,
     to_dict,
 )
 from robotrain.training.presets import PRESETS
 from robotrain.errors import ConfigError
+from robotrain.system.files import read_json
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 RUN_FILES = ("metrics.jsonl", "config.json", "checkpoints", "eval", "tensorboard", "resume_changes.jsonl")
@@ -212,7 +212,7 @@ class TrainConfig:
         path = Path(self.output_dir or "") / "config.json"
         if not path.is_file():
             return []
-        saved = load_json_config(path)
+        saved = read_json(path, ConfigError, expect=dict)
         now = to_dict(self)
         out = []
         for key in RESUME_MUST_MATCH:
@@ -252,6 +252,7 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
     With --resume and no --config, the run directory's saved config.json is the base,
     so `robotrain train --resume --output-dir RUN` continues with the same settings.
     """
+    # torch comes with the policies; `robotrain --help` imports this module (cli/train.py).
     from robotrain.policies import get_policy_class
 
     pre = _base_parser(add_help=False)
@@ -264,11 +265,11 @@ def parse_train_config(argv: list[str], check_paths: bool = True) -> TrainConfig
     if known.preset:
         base = merge(base, PRESETS[known.preset]())
     if known.config:
-        base = merge(base, load_json_config(known.config))
+        base = merge(base, read_json(Path(known.config), ConfigError, missing="config file not found", expect=dict))
     elif known.resume is not None and convert(known.resume, bool, "--resume") and known.output_dir:
         saved = Path(known.output_dir) / "config.json"
         if saved.is_file():
-            base = merge(base, load_json_config(saved))
+            base = merge(base, read_json(saved, ConfigError, expect=dict))
         elif (Path(known.output_dir) / "checkpoints").is_dir() and not any(
                 a.split("=")[0] == "--dataset" for a in argv):
             # Without it every flag falls back to its default, and the first complaint would be

@@ -37,13 +37,32 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robotrain.config import flags as config_flags
 from robotrain.checkpoints.store import Checkpointer, init_weights_from, policy_config_to_lerobot
 from robotrain.training.config import RUN_FILES, TrainConfig
-from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
+from robotrain.constants import (
+    ACTION,
+    CONFIG_JSON,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    METRICS_JSONL,
+    OBS_STATE,
+    ROBOTRAIN_SECTION,
+    TRAIN_DATA_S,
+    TRAIN_GRAD_NORM,
+    TRAIN_LOSS,
+    TRAIN_LR,
+    TRAIN_PEAK_MEM_MB,
+    TRAIN_PREFIX,
+    TRAIN_SAMPLES_PER_S,
+    TRAIN_UPDT_S,
+)
+from robotrain.data.dataset import LeRobotDataset, split_episodes
 from robotrain.data.device_frames import DeviceFrames
+from robotrain.data.format import load_meta
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
@@ -78,15 +97,11 @@ class LeRobotSource:
     """A local LeRobot dataset split by episode into train / held-out validation."""
 
     def __init__(self, config: TrainConfig) -> None:
-        from robotrain.data.format import load_meta
-
         self.config = config
         self.meta = load_meta(config.dataset)
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
                  image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
-        from robotrain.data.dataset import LeRobotDataset, split_episodes
-
         cfg = self.config
         meta = self.meta
         if cfg.episodes is not None:
@@ -304,7 +319,7 @@ class MetricsLogger:
             atomic_write_text(path, "".join(ln + "\n" for ln in keep))
         self.file = open(path, "a", encoding="utf-8")
         if tensorboard:
-            try:
+            try:  # tensorboard is not one of our dependencies
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
@@ -360,20 +375,20 @@ class Interval:
             dist.all_reduce(totals)
             totals = totals.cpu() / rt.world
         means = (totals / max(self.n, 1)).tolist()
-        out = {f"train/{k}": v for k, v in zip(keys, means)}
-        out["train/updt_s"], out["train/data_s"] = means[-2], means[-1]
+        out = {TRAIN_PREFIX + k: v for k, v in zip(keys, means)}
+        out[TRAIN_UPDT_S], out[TRAIN_DATA_S] = means[-2], means[-1]
         return out
 
 
 def log_line(record: Mapping[str, Any]) -> str:
     """LeRobot-like: `step:… smpl:… ep:… epch:… loss:… grdn:… lr:… updt_s:… data_s:…` + extras."""
     parts = [f"step:{record['step']}", f"smpl:{record['samples']}", f"ep:{record['episodes']:.0f}",
-             f"epch:{record['epoch']:.2f}", f"loss:{record['train/loss']:.3f}",
-             f"grdn:{record['train/grad_norm']:.3f}", f"lr:{record['train/lr']:.1e}",
-             f"updt_s:{record['train/updt_s']:.3f}", f"data_s:{record['train/data_s']:.3f}"]
-    shown = {"train/loss", "train/grad_norm", "train/lr", "train/updt_s", "train/data_s"}
-    parts += [f"{k.removeprefix('train/')}:{v:.4g}" for k, v in record.items()
-              if k.startswith("train/") and k not in shown and isinstance(v, float)]
+             f"epch:{record['epoch']:.2f}", f"loss:{record[TRAIN_LOSS]:.3f}",
+             f"grdn:{record[TRAIN_GRAD_NORM]:.3f}", f"lr:{record[TRAIN_LR]:.1e}",
+             f"updt_s:{record[TRAIN_UPDT_S]:.3f}", f"data_s:{record[TRAIN_DATA_S]:.3f}"]
+    shown = {TRAIN_LOSS, TRAIN_GRAD_NORM, TRAIN_LR, TRAIN_UPDT_S, TRAIN_DATA_S}
+    parts += [f"{k.removeprefix(TRAIN_PREFIX)}:{v:.4g}" for k, v in record.items()
+              if k.startswith(TRAIN_PREFIX) and k not in shown and isinstance(v, float)]
     return " ".join(parts)
 
 
@@ -383,8 +398,6 @@ def progress_bar(enabled: bool, total: int, completed: int) -> Iterator[Any]:
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as progress:
         progress.add_task("train", total=total, completed=completed, info="")
@@ -566,9 +579,9 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
 
                 if is_log_step:
                     record = {"step": step, "samples": samples, "epoch": samples / len(train_ds),
-                              "episodes": samples / frames_per_episode, **interval.summary(rt), "train/lr": values["lr"]}
-                    record["train/samples_per_s"] = interval.n * global_batch / (time.perf_counter() - interval.start)
-                    record["train/peak_mem_mb"] = peak_memory_mb(rt.device)
+                              "episodes": samples / frames_per_episode, **interval.summary(rt), TRAIN_LR: values["lr"]}
+                    record[TRAIN_SAMPLES_PER_S] = interval.n * global_batch / (time.perf_counter() - interval.start)
+                    record[TRAIN_PEAK_MEM_MB] = peak_memory_mb(rt.device)
                     interval.reset()
                     if rt.is_main:
                         metrics.write(record)

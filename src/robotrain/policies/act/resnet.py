@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from robotrain.errors import CheckpointError, ConfigError
@@ -164,8 +165,6 @@ def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
         raise CheckpointError("backbone weights file not found", path)
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

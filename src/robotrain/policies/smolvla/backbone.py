@@ -11,6 +11,7 @@ Random configurations have no tokenizer file; they use `ByteTokenizer`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from robotrain.errors import CheckpointError, ConfigError
 from robotrain.policies.smolvla.config import VLM_FULL_RANDOM, VLM_SIM, VLM_TINY, SmolVLAConfig
+from robotrain.system.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +107,6 @@ INSTALL_HINT = "pip install -e '.[smolvla]' (or: pip install 'robotrain[smolvla]
 def require(module: str) -> Any:
     """Import one of SmolVLA's optional dependencies (transformers, tokenizers), or say in
     one line how to install them instead of a ModuleNotFoundError traceback."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -190,10 +191,7 @@ class FileTokenizer:
             path = snapshot / name
             if not path.is_file():
                 continue
-            try:
-                pad = json.loads(path.read_text()).get("pad_token")
-            except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-                raise CheckpointError(f"cannot read: {exc}", path) from exc
+            pad = read_json(path, CheckpointError, expect=dict).get("pad_token")
             if isinstance(pad, dict):
                 pad = pad.get("content")
             if isinstance(pad, str):
@@ -267,10 +265,7 @@ def resolve_vlm(config: SmolVLAConfig) -> tuple[dict[str, Any], Path | None]:
     path = snapshot / "config.json"
     if not path.is_file():
         raise ConfigError("not a SmolVLM2 snapshot directory (no config.json)", snapshot)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise ConfigError(f"cannot read SmolVLM2 config: {exc}", path) from exc
+    data = read_json(path, ConfigError, expect=dict)
     if data.get("model_type") not in ("smolvlm", "idefics3"):
         raise ConfigError(f"model_type is {data.get('model_type')!r}, expected 'smolvlm'", path)
     return data, snapshot
@@ -354,17 +349,14 @@ def _safetensors_files(snapshot: Path) -> list[Path]:
         return [single]
     index = snapshot / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as exc:  # ValueError: bad JSON or not UTF-8
-            raise CheckpointError(f"cannot read shard index: {exc}", index) from exc
-        return [snapshot / s for s in shards]
+        weight_map = read_json(index, CheckpointError, expect=dict).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError("no 'weight_map' object in the shard index", index)
+        return [snapshot / s for s in sorted(set(map(str, weight_map.values())))]
     raise CheckpointError("no model.safetensors (or index) in the SmolVLM2 snapshot", snapshot)
 
 
 def _iter_tensors(files: Sequence[Path]) -> Iterator[tuple[str, Tensor]]:
-    from safetensors import SafetensorError, safe_open
-
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from robotrain.config import flags as config_flags
+from robotrain.constants import TASK
 from robotrain.errors import ConfigError
 from robotrain.policies.base import PolicyConfig, PolicyFeatures
 
@@ -232,7 +233,7 @@ class SmolVLAConfig(PolicyConfig):
         return [
             {"registry_name": "smolvla_new_line_processor", "config": {}},
             {"registry_name": "tokenizer_processor",
-             "config": {"max_length": self.tokenizer_max_length, "task_key": "task", "padding_side": "right",
+             "config": {"max_length": self.tokenizer_max_length, "task_key": TASK, "padding_side": "right",
                         "padding": self.pad_language_to, "truncation": True,
                         "tokenizer_name": self.vlm_model_name}},
         ]

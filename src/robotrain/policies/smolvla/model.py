@@ -16,7 +16,6 @@ normaliser's statistics are non-persistent buffers, saved beside the weights.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, CONFIG_JSON, MODEL_SAFETENSORS, OBS_STATE, TASK
@@ -36,6 +37,7 @@ from robotrain.policies.smolvla.config import SmolVLAConfig
 from robotrain.policies.smolvla.flow import VLAFlowMatching, sample_time
 from robotrain.data.images import fit_float, to_unit_float
 from robotrain.policies.smolvla.preprocess import ensure_tensor, last_step, pad_last_dim, to_siglip_range
+from robotrain.system.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +157,7 @@ class SmolVLAPolicy(Policy):
         for p in (cfg_path, weights):
             if not p.is_file():
                 raise CheckpointError("missing in the SmolVLA checkpoint", p)
-        try:
-            saved = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-            raise CheckpointError(f"cannot read: {exc}", cfg_path) from exc
+        saved = read_json(cfg_path, CheckpointError, expect=dict)
         if saved.get("type") != "smolvla":
             raise CheckpointError(f"type is {saved.get('type')!r}, expected 'smolvla'", cfg_path)
         diffs = [
@@ -172,9 +171,6 @@ class SmolVLAPolicy(Policy):
 
     def load_weights(self, path: str | Path) -> None:
         """Strict load of a model.safetensors written by LeRobot or by us."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError) as exc:
