@@ -67,3 +67,15 @@ def corrupt(path: Path) -> None:
     """Overwrite the file with garbage of the same size."""
     size = path.stat().st_size
     path.write_bytes(bytes((i * 131 + 7) % 256 for i in range(size)))
+
+
+def declare_channel_first(root: Path, names: tuple[str, str, str] = ("channels", "height", "width")) -> None:
+    """Declare every camera channel-first (`[3, H, W]` with `names`), as datasets ported
+    from other stacks do; the videos are unchanged."""
+    path = root / "meta" / "info.json"
+    info = json.loads(path.read_text())
+    for feature in info["features"].values():
+        if feature["dtype"] == "video":
+            h, w, c = feature["shape"]
+            feature["shape"], feature["names"] = [c, h, w], list(names)
+    path.write_text(json.dumps(info, indent=4))

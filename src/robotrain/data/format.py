@@ -49,6 +49,10 @@ TASKS_JSONL = "meta/tasks.jsonl"
 # LeRobot's default tolerance between a requested and a stored timestamp (seconds).
 TIMESTAMP_TOLERANCE_S = 1e-4
 VIDEO_DTYPES = ("video",)
+# The two camera layouts LeRobot reads from a feature's `names` (its own first), and the
+# singular spelling of v2.0-era ports.
+IMAGE_LAYOUTS = (("height", "width", "channels"), ("channels", "height", "width"))
+CHANNEL_NAMES = {"channel": "channels"}
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ class DatasetMeta:
 
     def camera_shape(self, key: str) -> tuple[int, int, int]:
         """(height, width, channels) declared for camera `key`."""
-        return _hwc(self.features[key], key, self.root / INFO_JSON)
+        return image_hwc(self.features[key], key, self.root / INFO_JSON)
 
     def data_files(self) -> list[Path]:
         seen: dict[Path, None] = {}
@@ -166,15 +170,33 @@ def _feature_size(feature: dict) -> int:
     return int(math.prod(feature["shape"]))
 
 
-def _hwc(feature: dict, key: str, path: Path) -> tuple[int, int, int]:
+def image_hwc(feature: dict, key: str, path: Path | None = None) -> tuple[int, int, int]:
+    """(height, width, channels) of a camera feature declared in either layout LeRobot reads.
+
+    LeRobot's recorder declares `shape [H, W, 3]` with `names [height, width, channels]`;
+    datasets ported from elsewhere declare `[3, H, W]` with `[channels, height, width]`,
+    and v2.0-era ports say "channel". LeRobot reads the layout from the names (a last name
+    "channel(s)" means height-width-channels, anything else channels-first), so a shape is
+    read by its names here too; names that fit neither layout would be read differently by
+    LeRobot and by us, and are refused. Without names the shape is LeRobot's own layout.
+    """
     shape = list(feature["shape"])
-    names = feature.get("names") or ["height", "width", "channels"]
+    names = feature.get("names")
     if len(shape) != 3:
-        raise DatasetError(f"features.{key}.shape must have 3 entries, got {shape}", path)
-    dims = dict(zip(names, shape))
-    if {"height", "width", "channels"} <= set(dims):
-        return int(dims["height"]), int(dims["width"]), int(dims["channels"])
-    return int(shape[0]), int(shape[1]), int(shape[2])
+        raise DatasetError(f"field 'features.{key}.shape' is {shape}; a camera needs 3 entries "
+                           f"(height, width, channels or channels, height, width)", path)
+    if names is None:
+        layout = IMAGE_LAYOUTS[0]
+    else:
+        given = (tuple(CHANNEL_NAMES.get(n, n) for n in names)
+                 if isinstance(names, list) and all(isinstance(n, str) for n in names) else None)
+        if given not in IMAGE_LAYOUTS:
+            raise DatasetError(
+                f"field 'features.{key}.names' is {names!r}; expected {list(IMAGE_LAYOUTS[0])} or "
+                f"{list(IMAGE_LAYOUTS[1])} (the layout of shape {shape})", path)
+        layout = given
+    dims = dict(zip(layout, shape))
+    return int(dims["height"]), int(dims["width"]), int(dims["channels"])
 
 
 def _read_json(path: Path) -> Any:
@@ -271,9 +293,11 @@ def _parse_info(root: Path) -> dict[str, Any]:
                 path,
             )
         if dtype in VIDEO_DTYPES:
-            h, w, c = _hwc(feat, name, path)
+            h, w, c = image_hwc(feat, name, path)
             if c != 3:
-                raise DatasetError(f"field '{where}shape' must have 3 channels, got {shape}", path)
+                raise DatasetError(
+                    f"field '{where}shape' is {shape} with names {feat.get('names')}: {c} channels, expected 3 "
+                    f"(RGB video)", path)
             vfps = (feat.get("info") or {}).get("video.fps")
             if vfps is not None and abs(float(vfps) - float(fps)) > 1e-6:
                 raise DatasetError(

@@ -195,11 +195,12 @@ def training_stats(stats: Mapping[str, Mapping[str, Any]], camera_keys: tuple[st
 def policy_features(meta: Any) -> PolicyFeatures:
     """What the policy is built for; images are the recorded (C, H, W) (the policy config
     says what size it is fed at)."""
+    from robotrain.data.format import image_hwc
+
     cameras = tuple(meta.camera_keys)
     if cameras:
-        info = meta.features[cameras[0]]
-        dims = dict(zip(info.get("names") or ["height", "width", "channels"], info["shape"]))
-        shape = (int(dims.get("channels", 3)), int(dims["height"]), int(dims["width"]))
+        height, width, channels = image_hwc(meta.features[cameras[0]], cameras[0])  # either layout
+        shape = (channels, height, width)
     else:
         shape = (3, 0, 0)
     return PolicyFeatures(state_dim=int(meta.state_dim), action_dim=int(meta.action_dim), camera_keys=cameras,
