@@ -107,6 +107,8 @@ def register_cache(sub: argparse._SubParsersAction) -> None:
                    help="cache root (default: $ROBOTRAIN_CACHE_DIR or ~/.cache/robotrain/frames)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--rebuild", action="store_true", help="rebuild even if a complete cache exists")
+    p.add_argument("--episodes", type=int, nargs="+", metavar="N",
+                   help="cache only these episodes (their files suffice), for `train --episodes` with the same ones")
     p.set_defaults(func=run_cache)
 
 
@@ -118,7 +120,7 @@ def run_cache(args: argparse.Namespace) -> int:
         raise ConfigError("--pad needs --size HxW")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    meta = load_meta(args.path)
+    meta = load_meta(args.path, args.episodes)  # only the chosen episodes' files are read
     if not meta.camera_keys:
         print(f"{args.path} has no video features; nothing to cache")
         return 0
@@ -202,6 +204,8 @@ def register_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reencode", action="store_true", help="re-encode video instead of stream-copying it")
     p.add_argument("--recompute-image-stats", action="store_true",
                    help="compute image stats (with quantiles) from decoded frames instead of copying v2.1's")
+    p.add_argument("--episodes", type=int, nargs="+", metavar="N",
+                   help="convert only these episodes (their files suffice); they become episodes 0..k-1")
     p.set_defaults(func=run_convert)
 
 
@@ -213,6 +217,7 @@ def run_convert(args: argparse.Namespace) -> int:
         args.out,
         stream_copy=not args.reencode,
         image_stats="recompute" if args.recompute_image_stats else "auto",
+        episodes=args.episodes,
     )
     print(report.summary())
     return 0

@@ -135,6 +135,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from robotrain.checkpoints.store import load_policy, load_stats
     from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
+    from robotrain.data.format import load_meta
     from robotrain.errors import ConfigError
     from robotrain.data.images import parse_hw
     from robotrain.evaluation.offline import format_table, offline_action_error
@@ -150,14 +151,13 @@ def run_offline(args: argparse.Namespace) -> int:
         image_size = parse_hw(args.image_size, "--image-size")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
+    meta = load_meta(args.dataset, args.episodes)  # only the chosen episodes are read: their files suffice
+    if policy.features.fps != meta.fps:
+        policy.features = dataclasses.replace(policy.features, fps=int(meta.fps))
+    dataset = LeRobotDataset(meta, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
                              resize_mode=resize_mode)
-    if policy.features.fps != dataset.meta.fps:
-        policy.features = dataclasses.replace(policy.features, fps=int(dataset.meta.fps))
-        dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
-                                 resize_mode=resize_mode)
     baseline = load_stats(pretrained)[ACTION]["mean"]  # the training-set mean action
-    result = offline_action_error(policy, dataset, episodes=args.episodes, batch_size=args.batch_size,
+    result = offline_action_error(policy, dataset, batch_size=args.batch_size,
                                   baseline_action=baseline, max_samples=args.max_samples or None)
     names = (dataset.meta.features.get(ACTION) or {}).get("names")
     print(format_table(result, names if isinstance(names, list) else None))

@@ -101,12 +101,15 @@ def _check_args(image_size: tuple[int, int] | None, resize_mode: str) -> None:
 
 def cache_key(meta: DatasetMeta, image_size: tuple[int, int] | None, resize_mode: str) -> str:
     """Hash of what the frames depend on: meta file contents, data/video file identities
-    (name, size, mtime), the resolution and the resize mode."""
+    (name, size, mtime), the resolution, the resize mode and the selected episodes (a
+    selection's files only: the other episodes' may be absent)."""
     h = hashlib.sha256()
     # "pad" frames follow LeRobot's resize_with_pad since 2026-12 (floored sides, no
     # antialias); caches padded by the earlier rule get another key and are rebuilt.
     mode_tag = "pad-lerobot" if resize_mode == "pad" else resize_mode
     h.update(f"robotrain-frames-v{CACHE_FORMAT_VERSION}|{image_size}|{mode_tag}|".encode())
+    if meta.selection is not None:  # a cache of some episodes only (rows numbered within them)
+        h.update(f"episodes={list(meta.selection)}|".encode())
     root = meta.root
     for path in sorted((root / "meta").rglob("*")):
         if path.is_file():
@@ -263,6 +266,7 @@ def build_cache(
         atomic_write_json(tmp / COMPLETE_MARKER, {
             "key": key,
             "dataset": str(meta.root.resolve()),
+            "episodes": list(meta.selection) if meta.selection is not None else None,
             "image_size": list(image_size) if image_size else None,
             "resize_mode": resize_mode,
             "shapes": {k: list(v) for k, v in shapes.items()},

@@ -11,10 +11,11 @@ print(load_meta('tests/fixtures/so101_fixture_v30'))"
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from robotrain.constants import (
     TIMESTAMP,
 )
 from robotrain.data.stats import aggregate_stats
-from robotrain.errors import DatasetError
+from robotrain.errors import ConfigError, DatasetError
 from robotrain.system.files import read_utf8
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,13 @@ class VideoSpan:
 
 @dataclass(frozen=True)
 class EpisodeRecord:
-    """One episode: its global frame range [dataset_from_index, dataset_to_index)."""
+    """One episode: its rows [dataset_from_index, dataset_to_index) in the frame table.
+
+    For a whole dataset these are the global frame range of the episodes table (and of
+    the `index` column). A selection of episodes (`DatasetMeta.select`) numbers its rows
+    anew from 0, episode after episode, so its frame table and frame cache hold only
+    the selected frames; `first_index` keeps the `index` of the episode's first frame.
+    """
 
     episode_index: int
     length: int
@@ -79,6 +86,12 @@ class EpisodeRecord:
     tasks: tuple[str, ...]
     data_path: Path
     videos: dict[str, VideoSpan] = field(default_factory=dict)
+    first_index: int | None = None
+    """`index` of the first frame; None: `dataset_from_index` (a whole dataset)."""
+
+    @property
+    def index_from(self) -> int:
+        return self.dataset_from_index if self.first_index is None else self.first_index
 
     def __getitem__(self, key: str) -> Any:  # also readable like LeRobot's dict records
         return getattr(self, key)
@@ -101,6 +114,9 @@ class DatasetMeta:
     total_frames: int
     total_episodes: int
     info: dict[str, Any]
+    selection: tuple[int, ...] | None = None
+    """The episodes this meta was restricted to (`select`); None: every episode listed.
+    `episodes`, `total_frames` and `total_episodes` then describe the selection only."""
 
     @property
     def state_dim(self) -> int:
@@ -128,6 +144,28 @@ class DatasetMeta:
     def camera_shape(self, key: str) -> tuple[int, int, int]:
         """(height, width, channels) declared for camera `key`."""
         return image_hwc(self.features[key], key, self.root / INFO_JSON)
+
+    def select(self, episodes: Iterable[int]) -> DatasetMeta:
+        """This dataset restricted to `episodes`: only their files are read, their frames
+        numbered 0.. in the dataset's order (`EpisodeRecord`). Every episode: `self`, unchanged."""
+        wanted = sorted({int(e) for e in episodes})
+        known = {e.episode_index: e for e in self.episodes}
+        unknown = [e for e in wanted if e not in known]
+        if unknown:
+            raise ConfigError(f"episodes {unknown} are not in the dataset (it has {len(known)}: "
+                              f"{min(known, default=0)}..{max(known, default=-1)})", self.root)
+        if not wanted:
+            raise ConfigError("no episodes selected", self.root)
+        if len(wanted) == len(self.episodes):
+            return self
+        records, start = [], 0
+        for record in sorted((known[ep] for ep in wanted), key=lambda r: r.dataset_from_index):  # frame order
+            records.append(dataclasses.replace(record, dataset_from_index=start, dataset_to_index=start + record.length,
+                                               first_index=record.index_from))
+            start += record.length
+        records.sort(key=lambda r: r.episode_index)
+        return dataclasses.replace(self, episodes=records, total_frames=start, total_episodes=len(records),
+                                   selection=tuple(wanted))
 
     def data_files(self) -> list[Path]:
         seen: dict[Path, None] = {}
@@ -538,12 +576,52 @@ def _check_episodes(meta: DatasetMeta, problems: _Problems) -> None:
                 problems.add(f"episode {e.episode_index}: task {t!r} is not in the tasks table", ep_path)
 
 
-def _check_files(meta: DatasetMeta, problems: _Problems) -> None:
-    """Cheap checks from parquet footers: schema vs features, row counts per file."""
+def _episodes_text(episodes: Sequence[int]) -> str:
+    eps = sorted(set(episodes))
+    if len(eps) == 1:
+        return f"episode {eps[0]}"
+    shown = ", ".join(map(str, eps[:5]))
+    return f"episodes {shown}" + (f", ... ({len(eps)} episodes)" if len(eps) > 5 else "")
+
+
+def _missing_files(episodes: Sequence[EpisodeRecord]) -> dict[Path, list[int]]:
+    """Data and video files that are not on disk, each with the episodes stored in it."""
+    missing: dict[Path, list[int]] = {}
+    for e in episodes:
+        for path in (e.data_path, *(span.path for span in e.videos.values())):
+            if not path.is_file():
+                missing.setdefault(path, []).append(e.episode_index)
+    return missing
+
+
+def _check_files(meta: DatasetMeta, problems: _Problems, selection: set[int] | None = None) -> None:
+    """Cheap checks from parquet footers: schema vs features, row counts per file.
+
+    With a `selection` only the selected episodes' files must be there: a partial download
+    trains on the episodes it has, and the others' missing files are only counted (a warning).
+    """
+    missing = _missing_files(meta.episodes)
+    lacking = {ep for eps in missing.values() for ep in eps}
+    if selection is not None:
+        unavailable = lacking - selection
+        if unavailable:
+            log.warning("%d of the %d episodes are unavailable (files missing: a partial download?) and not "
+                        "selected; reading the %d selected", len(unavailable), len(meta.episodes), len(selection))
+    hint = ""
+    if selection is None and not problems.collect and 0 < len(lacking) < len(meta.episodes):
+        hint = (f"; {len(lacking)} of the {len(meta.episodes)} episodes lack files (a partial download?): "
+                f"--episodes can select the others")
+    for path, eps in missing.items():
+        if selection is None or selection.intersection(eps):
+            kind = "data" if path.suffix == ".parquet" else "video"
+            problems.add(f"{kind} file is missing ({_episodes_text(eps)}){hint}", path)
     rows_per_file: dict[Path, int] = {}
-    for e in meta.episodes:
+    for e in meta.episodes:  # every episode stored in a file counts, selected or not
         rows_per_file[e.data_path] = rows_per_file.get(e.data_path, 0) + e.length
+    needed = {e.data_path for e in meta.episodes if selection is None or e.episode_index in selection}
     for path, expected_rows in rows_per_file.items():
+        if path in missing or path not in needed:
+            continue
         try:
             pf = _parquet_file(path)
         except DatasetError as exc:
@@ -567,15 +645,12 @@ def _check_files(meta: DatasetMeta, problems: _Problems) -> None:
                         f"{feat['shape']}", path)
             elif not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and size != 1:
                 problems.add(f"column '{key}' is a scalar but features.{key}.shape is {feat['shape']}", path)
-    for vpath in meta.video_files():
-        if not vpath.is_file():
-            problems.add("video file is missing", vpath)
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
+def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None = None) -> DatasetMeta:
     root = Path(root)
     info = _parse_info(root)
     version = info["codebase_version"]
@@ -604,18 +679,21 @@ def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
         info=info,
     )
     stats_path = root / (STATS_JSON if version == "v3.0" else EPISODES_STATS_JSONL)
+    selected = meta if selection is None else meta.select(selection)
     _check_episodes(meta, problems)
-    _check_files(meta, problems)
+    _check_files(meta, problems, None if selected is meta else set(selected.selection or ()))
     _check_stats(stats, features, camera_keys, stats_path, problems)
-    return meta
+    return selected
 
 
-def load_meta(root: str | Path) -> DatasetMeta:
+def load_meta(root: str | Path, episodes: Iterable[int] | None = None) -> DatasetMeta:
     """Parse `root/meta` (v3.0 or v2.1) and check it against the data files' footers.
 
-    Raises DatasetError naming the file and field of the first problem found.
+    `episodes` restricts the dataset to those episodes (`DatasetMeta.select`): only their
+    files need to be on disk. Raises DatasetError naming the file and field of the first
+    problem found (ConfigError for an episode the dataset does not have).
     """
-    return _load(root, _Problems(collect=False))
+    return _load(root, _Problems(collect=False), episodes)
 
 
 # --------------------------------------------------------------------------- frame table
@@ -652,21 +730,29 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in meta.data_keys}
     for path in meta.data_files():
         table = read_parquet(path, columns=list(meta.data_keys))
+        if meta.selection is not None:  # a v3.0 file also holds episodes that were not selected
+            episode = _column_to_numpy(table.column(EPISODE_INDEX), EPISODE_INDEX, [1], path)
+            table = table.filter(pa.array(np.isin(episode, meta.selection)))
         for key in meta.data_keys:
             chunks[key].append(_column_to_numpy(table.column(key), key, meta.features[key]["shape"], path))
     columns = {k: (np.concatenate(v) if len(v) > 1 else v[0]) for k, v in chunks.items()}
     n = len(columns[INDEX])
     if n != meta.total_frames:
-        raise DatasetError(f"data files hold {n} frames but 'total_frames' is {meta.total_frames}",
-                           meta.root / INFO_JSON)
+        what = ("'total_frames' is" if meta.selection is None
+                else f"the lengths of the selected {_episodes_text(meta.selection)} sum to")
+        raise DatasetError(f"data files hold {n} frames but {what} {meta.total_frames}", meta.root / INFO_JSON)
     # Rows may be ordered by file; place them by their global `index` column.
     index = columns[INDEX].astype(np.int64)
-    if not np.array_equal(index, np.arange(n)):
-        if np.array_equal(np.sort(index), np.arange(n)):
-            order = np.argsort(index, kind="stable")
+    expected = np.concatenate([np.arange(e.index_from, e.index_from + e.length)
+                               for e in sorted(meta.episodes, key=lambda e: e.dataset_from_index)])
+    if not np.array_equal(index, expected):
+        order = np.argsort(index, kind="stable")
+        if np.array_equal(index[order], expected):
             columns = {k: v[order] for k, v in columns.items()}
         else:
-            raise DatasetError("column 'index' is not a permutation of 0..total_frames-1", meta.data_files()[0])
+            raise DatasetError("column 'index' is not a permutation of 0..total_frames-1" if meta.selection is None
+                               else "column 'index' does not hold the selected episodes' frame ranges",
+                               meta.data_files()[0])
     tol = TIMESTAMP_TOLERANCE_S
     for e in meta.episodes:
         sl = slice(e.dataset_from_index, e.dataset_to_index)

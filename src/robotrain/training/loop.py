@@ -74,31 +74,30 @@ class DataSource(Protocol):
 
 
 class LeRobotSource:
-    """A local LeRobot dataset split by episode into train / held-out validation."""
+    """A local LeRobot dataset split by episode into train / held-out validation.
+
+    With `--episodes` only those episodes are read (their files suffice: a partial
+    download trains on what it has) and the held-out ones are drawn from them.
+    """
 
     def __init__(self, config: TrainConfig) -> None:
         from robotrain.data.format import load_meta
 
         self.config = config
-        self.meta = load_meta(config.dataset)
+        self.meta = load_meta(config.dataset, config.episodes)
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
                  image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
         from robotrain.data.dataset import LeRobotDataset, split_episodes
 
         cfg = self.config
-        meta = self.meta
-        if cfg.episodes is not None:
-            unknown = sorted(set(cfg.episodes) - {e.episode_index for e in meta.episodes})
-            if unknown:
-                raise ConfigError(f"--episodes: {unknown} not in the dataset ({meta.total_episodes} episodes)")
-            meta = dataclasses.replace(meta, episodes=[e for e in meta.episodes if e.episode_index in cfg.episodes])
-        train_eps, val_eps = split_episodes(meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        train_eps, val_eps = split_episodes(self.meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
         image_size, resize_mode = image_input
 
         def make(episodes: list[int], frames: str = "pixels") -> Dataset:
+            # One meta for both splits: one frame table layout and one frame cache.
             # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
-            return LeRobotDataset(cfg.dataset, delta_timestamps=delta_timestamps, episodes=episodes,
+            return LeRobotDataset(self.meta, delta_timestamps=delta_timestamps, episodes=episodes,
                                   image_size=image_size, resize_mode=resize_mode, use_cache=cfg.use_cache,
                                   image_dtype="uint8", frames=frames)
 
