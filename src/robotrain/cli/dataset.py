@@ -14,6 +14,7 @@ Each sub-subcommand is a `register_<name>(subparsers)` function listed in
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 
@@ -42,15 +43,17 @@ def _human_bytes(n: float) -> str:
 
 # ------------------------------------------------------------------------------ info
 def register_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="episodes, frames, fps, features, cameras and tasks of a dataset")
+    p = sub.add_parser("info", help="episodes, frames, fps, features, cameras and tasks of a dataset, then "
+                                    "the problems its files show (exit 1 if any)")
     p.add_argument("path", help="dataset root (holds meta/, data/, videos/)")
     p.set_defaults(func=run_info)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from robotrain.data.format import load_meta
+    """The metadata that could be read, then every problem found (exit 1 if any)."""
+    from robotrain.data.format import inspect_dataset
 
-    meta = load_meta(args.path)
+    meta, problems = inspect_dataset(args.path)
     duration = meta.total_frames / meta.fps
     print(f"dataset   {meta.root}")
     print(f"format    LeRobot {meta.version}   robot {meta.robot_type or '-'}")
@@ -71,7 +74,17 @@ def run_info(args: argparse.Namespace) -> int:
     print("tasks")
     for i, task in enumerate(meta.tasks):
         print(f"  {i:>3}  {task}")
-    return 0
+    return print_problems(args.path, problems)
+
+
+def print_problems(path: str, problems: list[str]) -> int:
+    """Every problem on stderr, one a line; the exit status (0: none)."""
+    if not problems:
+        return 0
+    print(f"robotrain: {len(problems)} problem(s) in {path}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 # -------------------------------------------------------------------------- validate
@@ -82,18 +95,12 @@ def register_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    import sys
-
     from robotrain.data.format import validate_dataset
 
     problems = validate_dataset(args.path)
     if not problems:
         print(f"ok: {args.path} is a valid LeRobot dataset")
-        return 0
-    print(f"robotrain: {len(problems)} problem(s) in {args.path}:", file=sys.stderr)
-    for problem in problems:
-        print(f"  - {problem}", file=sys.stderr)
-    return EXIT_PROBLEMS
+    return print_problems(args.path, problems)
 
 
 # ----------------------------------------------------------------------------- cache

@@ -15,10 +15,10 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ from robotrain.errors import ConfigError, DatasetError
 from robotrain.system.files import read_utf8
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SUPPORTED_VERSIONS = ("v3.0", "v2.1")
 INFO_JSON = "meta/info.json"
@@ -202,6 +203,17 @@ class _Problems:
         if not self.collect:
             raise err
         self.items.append(str(err))
+
+    def attempt(self, read: Callable[[], _T]) -> _T | None:
+        """`read()`; when collecting, its DatasetError becomes a problem and None stands in,
+        so one unreadable file does not hide what the others say."""
+        try:
+            return read()
+        except DatasetError as exc:
+            if not self.collect:
+                raise
+            self.items.append(str(exc))
+            return None
 
 
 def _feature_size(feature: dict) -> int:
@@ -546,7 +558,7 @@ def _v21_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> list[
     return records
 
 
-def _check_episodes(meta: DatasetMeta, problems: _Problems) -> None:
+def _check_episodes(meta: DatasetMeta, problems: _Problems, check_tasks: bool = True) -> None:
     info_path = meta.root / INFO_JSON
     ep_path = meta.root / (EPISODES_DIR if meta.version == "v3.0" else EPISODES_JSONL)
     eps = meta.episodes
@@ -571,7 +583,7 @@ def _check_episodes(meta: DatasetMeta, problems: _Problems) -> None:
                 f"episode {e.episode_index}: field 'dataset_from_index' is {e.dataset_from_index}, "
                 f"expected {expected_start} (ranges must be contiguous)", ep_path)
         expected_start = e.dataset_to_index
-        for t in e.tasks:
+        for t in e.tasks if check_tasks else ():
             if t not in meta.tasks:
                 problems.add(f"episode {e.episode_index}: task {t!r} is not in the tasks table", ep_path)
 
@@ -656,14 +668,14 @@ def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None
     version = info["codebase_version"]
     features = info["features"]
     camera_keys = tuple(sorted(k for k, f in features.items() if f["dtype"] in VIDEO_DTYPES))
-    tasks = _parse_tasks(root, version)
-    episodes_table = None
-    if version == "v3.0":
-        episodes, episodes_table = _v3_episodes(root, info, camera_keys)
-    else:
-        episodes = _v21_episodes(root, info, camera_keys)
+    # info.json is needed to read anything else; past it, each meta file is read on its own
+    # so that `dataset info` / `validate` report every unreadable one (load: the first).
+    tasks = problems.attempt(lambda: _parse_tasks(root, version))
+    listed = problems.attempt(lambda: _v3_episodes(root, info, camera_keys) if version == "v3.0"
+                              else (_v21_episodes(root, info, camera_keys), None))
+    episodes, episodes_table = listed if listed is not None else ([], None)
     episodes.sort(key=lambda e: e.episode_index)
-    stats = _parse_stats(root, version, episodes_table)
+    stats = problems.attempt(lambda: _parse_stats(root, version, episodes_table))
     meta = DatasetMeta(
         root=root,
         version=version,
@@ -671,8 +683,8 @@ def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None
         features=features,
         camera_keys=camera_keys,
         robot_type=info.get("robot_type"),
-        stats=stats,
-        tasks=tasks,
+        stats=stats or {},
+        tasks=tasks or [],
         episodes=episodes,
         total_frames=int(info["total_frames"]),
         total_episodes=int(info["total_episodes"]),
@@ -680,9 +692,11 @@ def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None
     )
     stats_path = root / (STATS_JSON if version == "v3.0" else EPISODES_STATS_JSONL)
     selected = meta if selection is None else meta.select(selection)
-    _check_episodes(meta, problems)
-    _check_files(meta, problems, None if selected is meta else set(selected.selection or ()))
-    _check_stats(stats, features, camera_keys, stats_path, problems)
+    if listed is not None:
+        _check_episodes(meta, problems, check_tasks=tasks is not None)
+        _check_files(meta, problems, None if selected is meta else set(selected.selection or ()))
+    if stats is not None:
+        _check_stats(stats, features, camera_keys, stats_path, problems)
     return selected
 
 
@@ -827,6 +841,15 @@ def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
             except DatasetError as exc:
                 yield str(DatasetError(f"cannot decode the frame at {t_last:.3f}s that episode "
                                        f"{last_ep.episode_index} needs (truncated?): {exc.reason}", path))
+
+
+def inspect_dataset(root: str | Path) -> tuple[DatasetMeta, list[str]]:
+    """What `robotrain dataset info` shows: the metadata that could be read, and every
+    problem the meta files and the data files' presence and footers reveal (nothing is
+    decoded). Raises DatasetError only when info.json itself cannot be read."""
+    problems = _Problems(collect=True)
+    meta = _load(root, problems)
+    return meta, problems.items
 
 
 def validate_dataset(root: str | Path) -> list[str]:
