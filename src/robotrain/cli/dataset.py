@@ -116,18 +116,24 @@ def register_cache(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rebuild", action="store_true", help="rebuild even if a complete cache exists")
     p.add_argument("--episodes", type=int, nargs="+", metavar="N",
                    help="cache only these episodes (their files suffice), for `train --episodes` with the same ones")
+    p.add_argument("--rename", metavar="OLD=NEW,...",
+                   help="feature rename map as for train, e.g. image=observation.images.front (the cache is the same "
+                        "with or without it)")
     p.set_defaults(func=run_cache)
 
 
 def run_cache(args: argparse.Namespace) -> int:
     from robotrain.data.cache import build_cache, ensure_cache
     from robotrain.data.format import load_meta
+    from robotrain.data.rename import parse_rename, rename_features
 
     if args.pad and args.size is None:
         raise ConfigError("--pad needs --size HxW")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     meta = load_meta(args.path, args.episodes)  # only the chosen episodes' files are read
+    if args.rename:
+        meta = rename_features(meta, parse_rename(args.rename))
     if not meta.camera_keys:
         print(f"{args.path} has no video features; nothing to cache")
         return 0

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-samples", type=int_at_least(0), default=0,
                         help="at most N evenly spaced frames (0: all)")
     parser.add_argument("--image-size", help="HxW the frames are resized to (default: the policy's input shape)")
+    parser.add_argument("--rename", metavar="OLD=NEW,...",
+                        help="offline: feature rename map, e.g. state=observation.state,actions=action (default: the "
+                             "one the checkpoint was trained with)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--output", help="JSON file for the results (default: <checkpoint>/eval_offline.json)")
     infer = parser.add_argument_group("inference settings (override the checkpoint's, like lerobot-eval)")
@@ -132,10 +135,11 @@ def run_sim(args: argparse.Namespace) -> int:
 def run_offline(args: argparse.Namespace) -> int:
     import torch
 
-    from robotrain.checkpoints.store import load_policy, load_stats
+    from robotrain.checkpoints.store import load_policy, load_stats, read_robotrain_config
     from robotrain.constants import ACTION, PRETRAINED_MODEL_DIR
     from robotrain.data.dataset import LeRobotDataset
     from robotrain.data.format import load_meta
+    from robotrain.data.rename import parse_rename, rename_features
     from robotrain.errors import ConfigError
     from robotrain.data.images import parse_hw
     from robotrain.evaluation.offline import format_table, offline_action_error
@@ -151,7 +155,9 @@ def run_offline(args: argparse.Namespace) -> int:
         image_size = parse_hw(args.image_size, "--image-size")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    meta = load_meta(args.dataset, args.episodes)  # only the chosen episodes are read: their files suffice
+    # The names the policy was trained with: the run's rename map, unless --rename says otherwise.
+    rename = parse_rename(args.rename) if args.rename else read_robotrain_config(pretrained).get("rename")
+    meta = rename_features(load_meta(args.dataset, args.episodes), rename)  # only the chosen episodes are read
     if policy.features.fps != meta.fps:
         policy.features = dataclasses.replace(policy.features, fps=int(meta.fps))
     dataset = LeRobotDataset(meta, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
@@ -163,7 +169,7 @@ def run_offline(args: argparse.Namespace) -> int:
     print(format_table(result, names if isinstance(names, list) else None))
     output = Path(args.output) if args.output else pretrained.parent / "eval_offline.json"
     atomic_write_json(output, {
-        "checkpoint": str(checkpoint), "dataset": str(args.dataset), "episodes": args.episodes,
+        "checkpoint": str(checkpoint), "dataset": str(args.dataset), "episodes": args.episodes, "rename": rename,
         "num_samples": result.num_samples, "num_steps": result.num_steps, "policy_overrides": overrides or None,
         "policy": dataclasses.asdict(result.policy),
         "mean_action_baseline": dataclasses.asdict(result.baseline) if result.baseline else None,

@@ -118,6 +118,9 @@ class DatasetMeta:
     selection: tuple[int, ...] | None = None
     """The episodes this meta was restricted to (`select`); None: every episode listed.
     `episodes`, `total_frames` and `total_episodes` then describe the selection only."""
+    stored_names: dict[str, str] = field(default_factory=dict)
+    """Feature name -> its name in the dataset's files, for features renamed by
+    `robotrain.data.rename.rename_features`; the others are stored as named."""
 
     @property
     def state_dim(self) -> int:
@@ -145,6 +148,10 @@ class DatasetMeta:
     def camera_shape(self, key: str) -> tuple[int, int, int]:
         """(height, width, channels) declared for camera `key`."""
         return image_hwc(self.features[key], key, self.root / INFO_JSON)
+
+    def stored_name(self, key: str) -> str:
+        """The name feature `key` has in the dataset's files (see `stored_names`)."""
+        return self.stored_names.get(key, key)
 
     def select(self, episodes: Iterable[int]) -> DatasetMeta:
         """This dataset restricted to `episodes`: only their files are read, their frames
@@ -743,12 +750,13 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
     """
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in meta.data_keys}
     for path in meta.data_files():
-        table = read_parquet(path, columns=list(meta.data_keys))
+        table = read_parquet(path, columns=[meta.stored_name(k) for k in meta.data_keys])
         if meta.selection is not None:  # a v3.0 file also holds episodes that were not selected
             episode = _column_to_numpy(table.column(EPISODE_INDEX), EPISODE_INDEX, [1], path)
             table = table.filter(pa.array(np.isin(episode, meta.selection)))
         for key in meta.data_keys:
-            chunks[key].append(_column_to_numpy(table.column(key), key, meta.features[key]["shape"], path))
+            stored = meta.stored_name(key)  # messages name the column as the file has it
+            chunks[key].append(_column_to_numpy(table.column(stored), stored, meta.features[key]["shape"], path))
     columns = {k: (np.concatenate(v) if len(v) > 1 else v[0]) for k, v in chunks.items()}
     n = len(columns[INDEX])
     if n != meta.total_frames:
@@ -807,8 +815,8 @@ def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
             ep = next((e for e in meta.episodes if e.dataset_from_index <= row < e.dataset_to_index), None)
             where = (f"episode {ep.episode_index} frame {row - ep.dataset_from_index}" if ep is not None
                      else f"global frame {row}")
-            raise DatasetError(f"column '{key}' holds NaN or inf in {int(bad.sum())} frame(s), first at {where}",
-                               ep.data_path if ep is not None else meta.root)
+            raise DatasetError(f"column '{meta.stored_name(key)}' holds NaN or inf in {int(bad.sum())} frame(s), "
+                               f"first at {where}", ep.data_path if ep is not None else meta.root)
 
 
 def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:

@@ -77,14 +77,17 @@ class LeRobotSource:
     """A local LeRobot dataset split by episode into train / held-out validation.
 
     With `--episodes` only those episodes are read (their files suffice: a partial
-    download trains on what it has) and the held-out ones are drawn from them.
+    download trains on what it has) and the held-out ones are drawn from them; `--rename`
+    presents the features under the names policies read.
     """
 
     def __init__(self, config: TrainConfig) -> None:
         from robotrain.data.format import load_meta
+        from robotrain.data.rename import check_policy_names, rename_features
 
         self.config = config
-        self.meta = load_meta(config.dataset, config.episodes)
+        self.meta = rename_features(load_meta(config.dataset, config.episodes), config.rename)
+        check_policy_names(self.meta)
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
                  image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
