@@ -149,7 +149,14 @@ def _damage_total_frames(root: Path) -> None:
 
 
 def _damage_episode_rows(root: Path) -> None:
-    rewrite_v30_episodes(root, length=[40, 43, 40], dataset_to_index=[40, 83, 123], dataset_from_index=[0, 40, 83])
+    # Episode ranges one frame off the data rows; the video ranges moved along, so only the
+    # data rows tell.
+    ranges = {}
+    for key in (FRONT, WRIST):
+        ranges[f"videos/{key}/from_timestamp"] = [0.0, 40 / 30, 83 / 30]
+        ranges[f"videos/{key}/to_timestamp"] = [40 / 30, 83 / 30, 123 / 30]
+    rewrite_v30_episodes(root, length=[40, 43, 40], dataset_to_index=[40, 83, 123], dataset_from_index=[0, 40, 83],
+                         **ranges)
 
 
 # (damage, text the error must contain, found by load_meta already?, info.json readable?)

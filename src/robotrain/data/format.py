@@ -465,15 +465,40 @@ def _check_stats(stats: dict[str, dict[str, np.ndarray]], features: dict, camera
             expected: tuple[int, ...] = (3, 1, 1)
         else:
             expected = tuple(features[key]["shape"])
+        well_shaped = True
         for name in ("mean", "std", "min", "max"):
             if name not in per_stat:
                 continue
             shape = per_stat[name].shape
             if shape != expected and not (expected == (1,) and shape == ()):
                 problems.add(f"field '{key}.{name}' has shape {list(shape)}, expected {list(expected)}", path)
+                well_shaped = False
+            elif not np.issubdtype(per_stat[name].dtype, np.number):
+                problems.add(f"field '{key}.{name}' is not numbers", path)
+                well_shaped = False
+            elif not np.isfinite(per_stat[name]).all():
+                problems.add(f"field '{key}.{name}' holds NaN or inf", path)
+                well_shaped = False
+        if well_shaped:
+            _check_stat_values(key, per_stat, path, problems)
     for key in (OBS_STATE, ACTION, *camera_keys):
         if key in features and key not in stats:
             problems.add(f"no stats for feature '{key}'", path)
+
+
+def _check_stat_values(key: str, per_stat: dict[str, np.ndarray], path: Path, problems: _Problems) -> None:
+    """A mean outside [min, max] or a negative std cannot come from any data."""
+    if "std" in per_stat and (per_stat["std"] < 0).any():
+        problems.add(f"field '{key}.std' is negative ({per_stat['std'].reshape(-1).min():.6g})", path)
+    if not {"mean", "min", "max"} <= set(per_stat):
+        return
+    mean, low, high = (np.asarray(per_stat[s], dtype=np.float64).reshape(-1) for s in ("mean", "min", "max"))
+    tol = 1e-6 * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+    outside = (mean < low - tol) | (mean > high + tol) | (low > high + tol)
+    if outside.any():
+        i = int(np.argmax(outside))
+        problems.add(f"field '{key}.mean' is {mean[i]:.6g} at index {i}, outside [min, max] = "
+                     f"[{low[i]:.6g}, {high[i]:.6g}]", path)
 
 
 # --------------------------------------------------------------------------- episodes
@@ -595,6 +620,49 @@ def _check_episodes(meta: DatasetMeta, problems: _Problems, check_tasks: bool = 
                 problems.add(f"episode {e.episode_index}: task {t!r} is not in the tasks table", ep_path)
 
 
+def _check_video_ranges(meta: DatasetMeta, problems: _Problems, selected: DatasetMeta) -> None:
+    """v3.0 keeps episodes back to back in one mp4 and reads frame t of an episode at
+    `from_timestamp + t`. A range that overlaps another episode's, cannot hold the
+    episode's frames or runs past the end of the file would show the policy another
+    episode's frames (or none), so each is a problem naming the episode and the field.
+    The files' durations come from their headers; only the `selected` episodes' files
+    are opened (the others may be absent)."""
+    from robotrain.data.video import video_duration  # local: keeps format.py importable without av
+
+    ep_path = meta.root / EPISODES_DIR
+    wanted = {e.episode_index for e in selected.episodes}
+    for key in meta.camera_keys:
+        by_file: dict[Path, list[tuple[float, float, EpisodeRecord]]] = {}
+        for e in meta.episodes:
+            span = e.videos[key]
+            start = span.from_timestamp
+            end = float(span.to_timestamp) if span.to_timestamp is not None else start + e.length / meta.fps
+            where = f"episode {e.episode_index}: videos/{key}/from_timestamp..to_timestamp [{start:.6f}, {end:.6f})"
+            if not (math.isfinite(start) and math.isfinite(end)) or start < -TIMESTAMP_TOLERANCE_S or end <= start:
+                problems.add(f"{where} is not a time range", ep_path)
+                continue
+            if end - start < (e.length - 0.5) / meta.fps:
+                problems.add(f"{where} holds {(end - start) * meta.fps:.1f} frames at {meta.fps} fps but the episode "
+                             f"has {e.length}", ep_path)
+            by_file.setdefault(span.path, []).append((start, end, e))
+        for path, spans in by_file.items():
+            spans.sort(key=lambda s: s[0])
+            for (_, prev_end, prev), (start, _, e) in zip(spans, spans[1:]):
+                if start < prev_end - TIMESTAMP_TOLERANCE_S:
+                    problems.add(f"episode {e.episode_index}: videos/{key}/from_timestamp {start:.6f} lies inside "
+                                 f"episode {prev.episode_index}'s range (to {prev_end:.6f}) in the same file", ep_path)
+            if not path.is_file() or not wanted.intersection(s[2].episode_index for s in spans):
+                continue  # a missing file is reported as such
+            try:
+                duration = video_duration(path)
+            except DatasetError:
+                continue  # unreadable: the video checks of validate (and decoding) say so
+            _, last_end, last = max(spans, key=lambda s: s[1])
+            if duration is not None and last_end > duration + 0.5 / meta.fps:
+                problems.add(f"episode {last.episode_index}: videos/{key}/to_timestamp is {last_end:.6f}s but "
+                             f"{path.name} lasts {duration:.6f}s", ep_path)
+
+
 def _episodes_text(episodes: Sequence[int]) -> str:
     eps = sorted(set(episodes))
     if len(eps) == 1:
@@ -702,6 +770,8 @@ def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None
     if listed is not None:
         _check_episodes(meta, problems, check_tasks=tasks is not None)
         _check_files(meta, problems, None if selected is meta else set(selected.selection or ()))
+        if version == "v3.0":
+            _check_video_ranges(meta, problems, selected)
     if stats is not None:
         _check_stats(stats, features, camera_keys, stats_path, problems)
     return selected
@@ -795,11 +865,82 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
                 raise DatasetError(
                     f"episode {e.episode_index}: fps mismatch, column 'timestamp' steps by {diffs[j]:.6f}s at frame "
                     f"{j + 1} but fps is {meta.fps} ({1.0 / meta.fps:.6f}s)", e.data_path)
+        # A steady step can still start late: frames are read at from_timestamp + timestamp,
+        # so an episode shifted by k frames would be shown the video k frames later.
+        offset = ts - np.arange(e.length) / meta.fps
+        bad = np.abs(offset) > tol + 1e-6
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise DatasetError(
+                f"episode {e.episode_index}: column 'timestamp' is {ts[j]:.6f}s at frame {j} but frame_index / fps "
+                f"is {j / meta.fps:.6f}s (shifted by {offset[j] * meta.fps:+.2f} frames); its video frames would be "
+                f"read at the wrong times", e.data_path)
     tidx = columns[TASK_INDEX]
     if tidx.size and (tidx.min() < 0 or tidx.max() >= len(meta.tasks)):
         raise DatasetError(f"column 'task_index' has values outside 0..{len(meta.tasks) - 1}", meta.data_files()[0])
+    _check_task_rows(meta, tidx)
     _check_finite(meta, columns)
+    _check_stats_describe(meta, columns)
     return columns
+
+
+def _check_task_rows(meta: DatasetMeta, task_index: np.ndarray) -> None:
+    """Every row's task must be one its episode lists: a row saying another task would
+    train the policy on the wrong instruction (SmolVLA reads it) without a word."""
+    for e in meta.episodes:
+        if not e.tasks:
+            continue  # no tasks listed: nothing to compare with
+        allowed = [meta.tasks.index(t) for t in e.tasks if t in meta.tasks]
+        rows = task_index[e.dataset_from_index:e.dataset_to_index]
+        bad = ~np.isin(rows, allowed)
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise DatasetError(
+                f"episode {e.episode_index}: column 'task_index' is {int(rows[j])} ({meta.tasks[int(rows[j])]!r}) "
+                f"at frame {j} ({int(bad.sum())} frame(s) in all) but the episode's tasks are {list(e.tasks)}",
+                e.data_path)
+
+
+# Stats that are off by at least this factor do not describe the data ("orders of magnitude"):
+# other units, another dataset, or stats left from before the data was edited.
+STALE_STATS_FACTOR = 10.0
+
+
+def _check_stats_describe(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
+    """The normalisation stats of the policy inputs and outputs (state, action) must
+    describe the data: each dimension's data range is compared with the stats' min..max.
+    Data spread or lying far beyond the stats' range, or (whole dataset loaded) stats far
+    wider than the data, by `STALE_STATS_FACTOR` or more, is refused; a selection of
+    episodes may legitimately span less than the whole dataset's stats."""
+    for key, col in columns.items():
+        per_stat = meta.stats.get(key, {})
+        if not (key == ACTION or key.startswith("observation.")) or not np.issubdtype(col.dtype, np.floating) \
+                or not {"min", "max"} <= set(per_stat) or not len(col):
+            continue
+        values = col.reshape(len(col), -1).astype(np.float64)
+        smin, smax = (np.asarray(per_stat[s], dtype=np.float64).reshape(-1) for s in ("min", "max"))
+        if smin.shape[0] != values.shape[1] or smax.shape[0] != values.shape[1]:
+            continue  # a shape problem, reported by the meta checks
+        dmin, dmax = values.min(axis=0), values.max(axis=0)
+        eps = 1e-3 * np.maximum(1.0, np.maximum(np.abs(smin), np.abs(smax)))
+        stats_span, data_span = smax - smin, dmax - dmin
+        beyond = np.maximum(smin - dmin, dmax - smax)  # how far the data leaves the stats' range
+        stale = (data_span > STALE_STATS_FACTOR * stats_span + eps) | (beyond > STALE_STATS_FACTOR * stats_span + eps)
+        if meta.selection is None:
+            stale |= stats_span > STALE_STATS_FACTOR * data_span + eps
+        if stale.any():
+            d = int(np.argmax(stale))
+            raise DatasetError(
+                f"stats of '{meta.stored_name(key)}' do not describe the data (stale? other units?): dimension {d} "
+                f"spans [{dmin[d]:.6g}, {dmax[d]:.6g}] in the data but [{smin[d]:.6g}, {smax[d]:.6g}] in the stats",
+                _stats_path(meta))
+
+
+def _stats_path(meta: DatasetMeta) -> Path:
+    """The file the dataset's stats come from."""
+    if meta.version == "v3.0":
+        return meta.root / (STATS_JSON if (meta.root / STATS_JSON).is_file() else EPISODES_DIR)
+    return meta.root / (EPISODES_STATS_JSONL if (meta.root / EPISODES_STATS_JSONL).is_file() else STATS_JSON)
 
 
 def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
