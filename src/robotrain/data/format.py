@@ -750,6 +750,9 @@ def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None
                               else (_v21_episodes(root, info, camera_keys), None))
     episodes, episodes_table = listed if listed is not None else ([], None)
     episodes.sort(key=lambda e: e.episode_index)
+    if listed is not None and not episodes:  # before the stats, whose absence would be the only word
+        problems.add("the dataset has no episodes: nothing to train or evaluate on",
+                     root / (EPISODES_DIR if version == "v3.0" else EPISODES_JSONL))
     stats = problems.attempt(lambda: _parse_stats(root, version, episodes_table))
     meta = DatasetMeta(
         root=root,
@@ -818,6 +821,8 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
     features as (total_frames,)). Checks that each episode's rows are where the
     episode table says, and that timestamps advance by 1/fps.
     """
+    if not meta.episodes:
+        raise DatasetError("the dataset has no episodes: nothing to train or evaluate on", meta.root / INFO_JSON)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in meta.data_keys}
     for path in meta.data_files():
         table = read_parquet(path, columns=[meta.stored_name(k) for k in meta.data_keys])
