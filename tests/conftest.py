@@ -64,3 +64,12 @@ def run_cli(*args: str, timeout: float = 600) -> "subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-m", "robotrain", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def one_line_error(result: "subprocess.CompletedProcess[str]") -> str:
+    """The one `robotrain: error:` line a failed command printed (after any INFO progress
+    lines, e.g. the policy built before the data was read); asserts there is nothing else."""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("INFO ")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("robotrain: error:"), result.stderr[-3000:]
+    return lines[0]

@@ -67,3 +67,40 @@ def corrupt(path: Path) -> None:
     """Overwrite the file with garbage of the same size."""
     size = path.stat().st_size
     path.write_bytes(bytes((i * 131 + 7) % 256 for i in range(size)))
+
+
+def declare_channel_first(root: Path, names: tuple[str, str, str] = ("channels", "height", "width")) -> None:
+    """Declare every camera channel-first (`[3, H, W]` with `names`), as datasets ported
+    from other stacks do; the videos are unchanged."""
+    path = root / "meta" / "info.json"
+    info = json.loads(path.read_text())
+    for feature in info["features"].values():
+        if feature["dtype"] == "video":
+            h, w, c = feature["shape"]
+            feature["shape"], feature["names"] = [c, h, w], list(names)
+    path.write_text(json.dumps(info, indent=4))
+
+
+def rename_on_disk(root: Path, names: dict[str, str]) -> None:
+    """Rename features in a v3.0 dataset's files (info.json, data and episodes parquet
+    columns, stats.json, video folders), as a dataset exported by another stack names them."""
+    info_path = root / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["features"] = {names.get(k, k): v for k, v in info["features"].items()}
+    info_path.write_text(json.dumps(info, indent=4))
+    stats_path = root / "meta" / "stats.json"
+    stats_path.write_text(json.dumps({names.get(k, k): v for k, v in json.loads(stats_path.read_text()).items()}))
+
+    def column(name: str) -> str:
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] in ("videos", "stats"):
+            parts[1] = names.get(parts[1], parts[1])
+            return "/".join(parts)
+        return names.get(name, name)
+
+    for path in [*(root / "data").rglob("*.parquet"), *(root / "meta" / "episodes").rglob("*.parquet")]:
+        table = pq.read_table(path)
+        pq.write_table(table.rename_columns([column(c) for c in table.column_names]), path)
+    for old, new in names.items():
+        if (root / "videos" / old).is_dir():
+            (root / "videos" / old).rename(root / "videos" / new)

@@ -149,27 +149,34 @@ def _damage_total_frames(root: Path) -> None:
 
 
 def _damage_episode_rows(root: Path) -> None:
-    rewrite_v30_episodes(root, length=[40, 43, 40], dataset_to_index=[40, 83, 123], dataset_from_index=[0, 40, 83])
+    # Episode ranges one frame off the data rows; the video ranges moved along, so only the
+    # data rows tell.
+    ranges = {}
+    for key in (FRONT, WRIST):
+        ranges[f"videos/{key}/from_timestamp"] = [0.0, 40 / 30, 83 / 30]
+        ranges[f"videos/{key}/to_timestamp"] = [40 / 30, 83 / 30, 123 / 30]
+    rewrite_v30_episodes(root, length=[40, 43, 40], dataset_to_index=[40, 83, 123], dataset_from_index=[0, 40, 83],
+                         **ranges)
 
 
-# (damage, text the error must contain, found by load_meta already?)
+# (damage, text the error must contain, found by load_meta already?, info.json readable?)
 BAD_INPUTS = {
-    "missing_info": (_damage_missing_info, "info.json", True),
-    "invalid_info": (_damage_invalid_info, "info.json", True),
-    "unknown_version": (_damage_unknown_version, "codebase_version", True),
-    "missing_field": (_damage_missing_field, "'fps'", True),
-    "shape_mismatch": (_damage_shape, "features.action.shape is [7]", True),
-    "fps_mismatch": (_damage_fps, "fps", True),
-    "missing_mp4": (_damage_missing_mp4, "file-000.mp4", True),
-    "truncated_parquet": (_damage_truncated_parquet, "file-000.parquet", True),
-    "total_frames": (_damage_total_frames, "total_frames", True),
-    "episode_rows": (_damage_episode_rows, "episode", False),
+    "missing_info": (_damage_missing_info, "info.json", True, False),
+    "invalid_info": (_damage_invalid_info, "info.json", True, False),
+    "unknown_version": (_damage_unknown_version, "codebase_version", True, False),
+    "missing_field": (_damage_missing_field, "'fps'", True, False),
+    "shape_mismatch": (_damage_shape, "features.action.shape is [7]", True, True),
+    "fps_mismatch": (_damage_fps, "fps", True, False),
+    "missing_mp4": (_damage_missing_mp4, "file-000.mp4", True, True),
+    "truncated_parquet": (_damage_truncated_parquet, "file-000.parquet", True, True),
+    "total_frames": (_damage_total_frames, "total_frames", True, True),
+    "episode_rows": (_damage_episode_rows, "episode", False, True),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_python_and_cli(lerobot_fixtures: Path, tmp_path: Path, case: str) -> None:
-    damage, text, at_load = BAD_INPUTS[case]
+    damage, text, at_load, info_readable = BAD_INPUTS[case]
     root = writable_copy(lerobot_fixtures / V30, tmp_path / "ds")
     damage(root)
     if at_load:
@@ -183,14 +190,22 @@ def test_bad_input_python_and_cli(lerobot_fixtures: Path, tmp_path: Path, case: 
     problems = validate_dataset(root)
     assert problems and any(text in p for p in problems), problems
 
-    # CLI: `info` (or `cache` for data-level problems) fails in one line, `validate` lists it
-    cmd = ("dataset", "info", str(root)) if at_load else ("dataset", "cache", str(root), "--cache-dir",
-                                                            str(tmp_path / "cache"))
-    result = run_cli(*cmd)
+    # CLI: `cache` fails in one line; `info` too when info.json is unreadable, else it shows the
+    # metadata and then lists the problem; `validate` lists it
+    result = run_cli("dataset", "cache", str(root), "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("robotrain: error:") and text in lines[0], result.stderr
+    result = run_cli("dataset", "info", str(root))
+    assert "Traceback" not in result.stderr
+    if not info_readable:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and text in result.stderr
+    elif at_load:
+        assert result.returncode == 1 and "episodes  3" in result.stdout and TASKS[1] in result.stdout
+        assert "problem(s) in" in result.stderr and text in result.stderr, result.stderr
+    else:  # found in the data rows: `info` does not read them
+        assert result.returncode == 0 and "episodes  3" in result.stdout
     result = run_cli("dataset", "validate", str(root))
     assert result.returncode == 1 and "Traceback" not in result.stderr and text in result.stderr
 
@@ -248,6 +263,25 @@ def test_validate_collects_all_problems(lerobot_fixtures: Path, tmp_path: Path) 
     _damage_shape(root)
     problems = validate_dataset(root)
     assert any("file-000.mp4" in p for p in problems) and any("action" in p for p in problems)
+
+
+def test_info_shows_what_it_can_read_then_every_problem(lerobot_fixtures: Path, tmp_path: Path) -> None:
+    root = writable_copy(lerobot_fixtures / V21, tmp_path / "ds")
+    gone = [root / "data" / "chunk-000" / "episode_000001.parquet",
+            root / "videos" / "chunk-000" / WRIST / "episode_000000.mp4",
+            root / "videos" / "chunk-000" / FRONT / "episode_000002.mp4"]
+    for path in gone:
+        path.unlink()
+    (root / "meta" / "tasks.jsonl").unlink()
+    result = run_cli("dataset", "info", str(root))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    for text in ("v2.1", "episodes  3", "frames 135", "fps 30", "observation.state", FRONT, "96x128"):
+        assert text in result.stdout, result.stdout
+    problems = [ln for ln in result.stderr.splitlines() if ln.startswith("  - ")]
+    assert len(problems) == 4, result.stderr
+    assert "tasks.jsonl: file is missing" in problems[0]
+    for path, episode in zip(gone, (1, 0, 2)):
+        assert any(str(path) in p and f"(episode {episode})" in p for p in problems), (path, problems)
 
 
 def test_a_file_given_as_the_dataset_says_so(tmp_path: Path) -> None:

@@ -45,15 +45,17 @@ def _human_bytes(n: float) -> str:
 
 # ------------------------------------------------------------------------------ info
 def register_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="episodes, frames, fps, features, cameras and tasks of a dataset")
+    p = sub.add_parser("info", help="episodes, frames, fps, features, cameras and tasks of a dataset, then "
+                                    "the problems its files show (exit 1 if any)")
     p.add_argument("path", help="dataset root (holds meta/, data/, videos/)")
     p.set_defaults(func=run_info)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from robotrain.data.format import load_meta
+    """The metadata that could be read, then every problem found (exit 1 if any)."""
+    from robotrain.data.format import inspect_dataset
 
-    meta = load_meta(args.path)
+    meta, problems = inspect_dataset(args.path)
     duration = meta.total_frames / meta.fps
     print(f"dataset   {meta.root}")
     print(f"format    LeRobot {meta.version}   robot {meta.robot_type or '-'}")
@@ -74,7 +76,17 @@ def run_info(args: argparse.Namespace) -> int:
     print("tasks")
     for i, task in enumerate(meta.tasks):
         print(f"  {i:>3}  {task}")
-    return 0
+    return print_problems(args.path, problems)
+
+
+def print_problems(path: str, problems: list[str]) -> int:
+    """Every problem on stderr, one a line; the exit status (0: none)."""
+    if not problems:
+        return 0
+    print(f"robotrain: {len(problems)} problem(s) in {path}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 # -------------------------------------------------------------------------- validate
@@ -90,11 +102,7 @@ def run_validate(args: argparse.Namespace) -> int:
     problems = validate_dataset(args.path)
     if not problems:
         print(f"ok: {args.path} is a valid LeRobot dataset")
-        return 0
-    print(f"robotrain: {len(problems)} problem(s) in {args.path}:", file=sys.stderr)
-    for problem in problems:
-        print(f"  - {problem}", file=sys.stderr)
-    return EXIT_PROBLEMS
+    return print_problems(args.path, problems)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -108,18 +116,26 @@ def register_cache(sub: argparse._SubParsersAction) -> None:
                    help="cache root (default: $ROBOTRAIN_CACHE_DIR or ~/.cache/robotrain/frames)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--rebuild", action="store_true", help="rebuild even if a complete cache exists")
+    p.add_argument("--episodes", type=int, nargs="+", metavar="N",
+                   help="cache only these episodes (their files suffice), for `train --episodes` with the same ones")
+    p.add_argument("--rename", metavar="OLD=NEW,...",
+                   help="feature rename map as for train, e.g. image=observation.images.front (the cache is the same "
+                        "with or without it)")
     p.set_defaults(func=run_cache)
 
 
 def run_cache(args: argparse.Namespace) -> int:
     from robotrain.data.cache import build_cache, ensure_cache
     from robotrain.data.format import load_meta
+    from robotrain.data.rename import parse_rename, rename_features
 
     if args.pad and args.size is None:
         raise ConfigError("--pad needs --size HxW")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    meta = load_meta(args.path)
+    meta = load_meta(args.path, args.episodes)  # only the chosen episodes' files are read
+    if args.rename:
+        meta = rename_features(meta, parse_rename(args.rename))
     if not meta.camera_keys:
         print(f"{args.path} has no video features; nothing to cache")
         return 0
@@ -201,6 +217,8 @@ def register_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reencode", action="store_true", help="re-encode video instead of stream-copying it")
     p.add_argument("--recompute-image-stats", action="store_true",
                    help="compute image stats (with quantiles) from decoded frames instead of copying v2.1's")
+    p.add_argument("--episodes", type=int, nargs="+", metavar="N",
+                   help="convert only these episodes (their files suffice); they become episodes 0..k-1")
     p.set_defaults(func=run_convert)
 
 
@@ -212,6 +230,7 @@ def run_convert(args: argparse.Namespace) -> int:
         args.out,
         stream_copy=not args.reencode,
         image_stats="recompute" if args.recompute_image_stats else "auto",
+        episodes=args.episodes,
     )
     print(report.summary())
     return 0

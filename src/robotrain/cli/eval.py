@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-samples", type=int_at_least(0), default=0,
                         help="at most N evenly spaced frames (0: all)")
     parser.add_argument("--image-size", help="HxW the frames are resized to (default: the policy's input shape)")
+    parser.add_argument("--rename", metavar="OLD=NEW,...",
+                        help="offline: feature rename map, e.g. state=observation.state,actions=action (default: the "
+                             "one the checkpoint was trained with)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--output", help="JSON file for the results (default: <checkpoint>/eval_offline.json)")
     infer = parser.add_argument_group("inference settings (override the checkpoint's, like lerobot-eval)")
@@ -129,8 +132,10 @@ def run_sim(args: argparse.Namespace) -> int:
 def run_offline(args: argparse.Namespace) -> int:
     import torch
 
-    from robotrain.checkpoints.store import load_policy, load_stats
+    from robotrain.checkpoints.store import load_policy, load_stats, read_robotrain_config
     from robotrain.data.dataset import LeRobotDataset
+    from robotrain.data.format import load_meta
+    from robotrain.data.rename import parse_rename, rename_features
     from robotrain.data.images import parse_hw
     from robotrain.evaluation.offline import format_table, offline_action_error
 
@@ -144,20 +149,21 @@ def run_offline(args: argparse.Namespace) -> int:
         image_size = parse_hw(args.image_size, "--image-size")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
+    # The names the policy was trained with: the run's rename map, unless --rename says otherwise.
+    rename = parse_rename(args.rename) if args.rename else read_robotrain_config(pretrained).get("rename")
+    meta = rename_features(load_meta(args.dataset, args.episodes), rename)  # only the chosen episodes are read
+    if policy.features.fps != meta.fps:
+        policy.features = dataclasses.replace(policy.features, fps=int(meta.fps))
+    dataset = LeRobotDataset(meta, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
                              resize_mode=resize_mode)
-    if policy.features.fps != dataset.meta.fps:
-        policy.features = dataclasses.replace(policy.features, fps=int(dataset.meta.fps))
-        dataset = LeRobotDataset(args.dataset, delta_timestamps=policy.delta_timestamps(), image_size=image_size,
-                                 resize_mode=resize_mode)
     baseline = load_stats(pretrained)[ACTION]["mean"]  # the training-set mean action
-    result = offline_action_error(policy, dataset, episodes=args.episodes, batch_size=args.batch_size,
+    result = offline_action_error(policy, dataset, batch_size=args.batch_size,
                                   baseline_action=baseline, max_samples=args.max_samples or None)
     names = (dataset.meta.features.get(ACTION) or {}).get("names")
     print(format_table(result, names if isinstance(names, list) else None))
     output = Path(args.output) if args.output else pretrained.parent / "eval_offline.json"
     atomic_write_json(output, {
-        "checkpoint": str(checkpoint), "dataset": str(args.dataset), "episodes": args.episodes,
+        "checkpoint": str(checkpoint), "dataset": str(args.dataset), "episodes": args.episodes, "rename": rename,
         "num_samples": result.num_samples, "num_steps": result.num_steps, "policy_overrides": overrides or None,
         "policy": dataclasses.asdict(result.policy),
         "mean_action_baseline": dataclasses.asdict(result.baseline) if result.baseline else None,

@@ -4,7 +4,7 @@ Every field of a dataclass becomes a flag (`--batch-size` / `--batch_size`); fie
 nested config become dotted flags (`--policy.dim_model 256`). Help text comes from the
 string literal written under each field (the dataclass "docstring per field" style), so
 `--help` is free. Values are converted from text with the field's type hint
-(int, float, bool, str, tuple, Optional, dict as JSON) and a bad value raises
+(int, float, bool, str, tuple, Optional, dict as JSON or `a=b,c=d`) and a bad value raises
 `ConfigError` naming the flag.
 
 Precedence when resolving a config: dataclass defaults < preset < `--config FILE.json`
@@ -96,6 +96,17 @@ def _parse_tuple_text(text: str) -> list[str]:
     return [p.strip() for p in body.split(sep) if p.strip()]
 
 
+def _parse_dict_text(text: str) -> Any:
+    """'{"a": "b"}' (JSON) or the short form of a flag, 'a=b,c=d' -> a dict."""
+    body = text.strip()
+    if body.startswith("{"):
+        return json.loads(body)
+    pairs = [part.split("=", 1) for part in body.split(",") if part.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ValueError("expected KEY=VALUE[,KEY=VALUE...] or a JSON object")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
 def convert(value: Any, tp: Any, name: str) -> Any:
     """Convert `value` (flag text or JSON value) to type `tp`; ConfigError names `name`."""
     inner, optional = _strip_optional(tp)
@@ -150,7 +161,7 @@ def convert(value: Any, tp: Any, name: str) -> Any:
             (arg,) = typing.get_args(inner) or (Any,)
             return [convert(v, arg, name) for v in items]
         if origin is dict or inner is dict:
-            parsed = json.loads(value) if isinstance(value, str) else value
+            parsed = _parse_dict_text(value) if isinstance(value, str) else value
             if not isinstance(parsed, dict):
                 raise ValueError("expected a JSON object")
             return dict(parsed)

@@ -31,7 +31,7 @@ import re
 import shutil
 import time
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +67,12 @@ class FrameCache:
 
     path: Path
     shapes: dict[str, tuple[int, int, int, int]]
+    stems: dict[str, str] = field(default_factory=dict)
+    """Camera key -> file name, for cameras renamed (`DatasetMeta.stored_names`): files keep
+    the dataset's own names, so a cache serves the dataset with or without a rename map."""
 
     def file(self, key: str) -> Path:
-        return self.path / f"{key}.npy"
+        return self.path / f"{self.stems.get(key, key)}.npy"
 
     def open(self, key: str) -> np.ndarray:
         return np.load(self.file(key), mmap_mode="r")
@@ -103,12 +106,15 @@ def _check_args(image_size: tuple[int, int] | None, resize_mode: str) -> None:
 
 def cache_key(meta: DatasetMeta, image_size: tuple[int, int] | None, resize_mode: str) -> str:
     """Hash of what the frames depend on: meta file contents, data/video file identities
-    (name, size, mtime), the resolution and the resize mode."""
+    (name, size, mtime), the resolution, the resize mode and the selected episodes (a
+    selection's files only: the other episodes' may be absent)."""
     h = hashlib.sha256()
     # "pad" frames follow LeRobot's resize_with_pad since 2026-12 (floored sides, no
     # antialias); caches padded by the earlier rule get another key and are rebuilt.
     mode_tag = "pad-lerobot" if resize_mode == "pad" else resize_mode
     h.update(f"robotrain-frames-v{CACHE_FORMAT_VERSION}|{image_size}|{mode_tag}|".encode())
+    if meta.selection is not None:  # a cache of some episodes only (rows numbered within them)
+        h.update(f"episodes={list(meta.selection)}|".encode())
     root = meta.root
     for path in sorted((root / "meta").rglob("*")):
         if path.is_file():
@@ -118,6 +124,10 @@ def cache_key(meta: DatasetMeta, image_size: tuple[int, int] | None, resize_mode
         st = path.stat()
         h.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:CACHE_KEY_LENGTH]
+
+
+def _stems(meta: DatasetMeta) -> dict[str, str]:
+    return {k: meta.stored_name(k) for k in meta.camera_keys if meta.stored_name(k) != k}
 
 
 def _expected_shapes(meta: DatasetMeta, image_size: tuple[int, int] | None) -> dict[str, tuple[int, int, int, int]]:
@@ -134,14 +144,16 @@ def find_cache(
     _check_args(image_size, resize_mode)
     key = cache_key(meta, image_size, resize_mode)
     path = resolve_cache_dir(cache_dir) / key
-    found = _load_complete(path, key, _expected_shapes(meta, image_size))
+    found = _load_complete(FrameCache(path, _expected_shapes(meta, image_size), _stems(meta)), key)
     if found is not None:
         with contextlib.suppress(OSError):  # a read-only cache dir just keeps its old stamp
             os.utime(path / COMPLETE_MARKER)  # "last used", for `robotrain dataset caches --max-size`
     return found
 
 
-def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, int]]) -> FrameCache | None:
+def _load_complete(cache: FrameCache, key: str) -> FrameCache | None:
+    """`cache` if its folder holds a complete build for `key` with the expected shapes."""
+    path = cache.path
     marker = path / COMPLETE_MARKER
     if not path.is_dir():
         return None
@@ -149,14 +161,14 @@ def _load_complete(path: Path, key: str, shapes: dict[str, tuple[int, int, int, 
         info = read_json(marker, expect=dict)
         if info.get("key") != key:
             raise ValueError("marker key differs")
-        for k, shape in shapes.items():
-            arr = np.load(path / f"{k}.npy", mmap_mode="r")
+        for k, shape in cache.shapes.items():
+            arr = np.load(cache.file(k), mmap_mode="r")
             if tuple(arr.shape) != shape or arr.dtype != np.uint8:
-                raise ValueError(f"{k}.npy has shape {arr.shape}, expected {shape}")
+                raise ValueError(f"{cache.file(k).name} has shape {arr.shape}, expected {shape}")
     except (RobotrainError, OSError, ValueError) as exc:
         log.warning("frame cache %s is incomplete or damaged (%s); rebuilding it", path, exc)
         return None
-    return FrameCache(path, shapes)
+    return cache
 
 
 def remove_dead_builds(cache_dir: Path, key: str) -> None:
@@ -231,6 +243,7 @@ def build_cache(
     root_dir = resolve_cache_dir(cache_dir)
     key = cache_key(meta, image_size, resize_mode)
     shapes = _expected_shapes(meta, image_size)
+    stems = _stems(meta)
     if timestamps is None:
         timestamps = load_frame_table(meta)[TIMESTAMP]
     timestamps = np.asarray(timestamps, dtype=np.float64)
@@ -248,7 +261,7 @@ def build_cache(
         (tmp / BUILDER_PID_FILE).write_text(str(os.getpid()))
         tasks = []
         for cam, shape in shapes.items():
-            npy = tmp / f"{cam}.npy"
+            npy = tmp / f"{stems.get(cam, cam)}.npy"
             np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape).flush()
             _reserve_blocks(npy)
             native = meta.camera_shape(cam)[:2]
@@ -263,15 +276,16 @@ def build_cache(
         atomic_write_json(tmp / COMPLETE_MARKER, {
             "key": key,
             "dataset": str(meta.root.resolve()),
+            "episodes": list(meta.selection) if meta.selection is not None else None,
             "image_size": list(image_size) if image_size else None,
             "resize_mode": resize_mode,
-            "shapes": {k: list(v) for k, v in shapes.items()},
+            "shapes": {stems.get(k, k): list(v) for k, v in shapes.items()},
             "build_seconds": round(time.perf_counter() - t0, 3),
             "format_version": CACHE_FORMAT_VERSION,
         })
         (tmp / BUILDER_PID_FILE).unlink()
     log.info("frame cache built in %.1fs at %s", time.perf_counter() - t0, root_dir / key)
-    return FrameCache(root_dir / key, shapes)
+    return FrameCache(root_dir / key, shapes, stems)
 
 
 def _check_free_space(root_dir: Path, shapes: dict[str, tuple[int, int, int, int]]) -> None:

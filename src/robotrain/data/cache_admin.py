@@ -64,7 +64,8 @@ def _status(info: dict, key: str) -> str:
         return ORPHANED
     try:
         size = info.get("image_size")
-        current = cache_key(load_meta(dataset), tuple(size) if size else None, info.get("resize_mode", "resize"))
+        meta = load_meta(dataset, info.get("episodes"))  # a cache of some episodes: those only
+        current = cache_key(meta, tuple(size) if size else None, info.get("resize_mode", "resize"))
     except (RobotrainError, OSError, ValueError, TypeError):
         return STALE  # the dataset no longer reads as the one this cache was built from
     return OK if current == key else STALE

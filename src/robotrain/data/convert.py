@@ -32,7 +32,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from robotrain.data import mp4
 from robotrain.data import stats as stats_lib
 from robotrain.data import writer as w
 from robotrain.data.mp4 import av
-from robotrain.errors import DatasetError
+from robotrain.errors import ConfigError, DatasetError
 from robotrain.system.files import atomic_directory, read_json, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,16 @@ _NOT_V21 = "missing file (is this a LeRobot v2.1 dataset?)"
 class _Source:
     root: Path
     info: dict[str, Any]
-    episodes: list[dict[str, Any]]  # by episode_index
+    episodes: list[dict[str, Any]]  # the episodes to convert, by episode_index
     tasks: list[str]  # by task_index
     episode_stats: dict[int, dict[str, dict[str, np.ndarray]]]
+    renumbered: bool = False
+    """Only some episodes are converted: they become episodes 0..k-1 of the output (v3.0
+    readers, LeRobot's included, look episodes up by position) and `index` is renumbered."""
+
+    def source_episode(self, position: int) -> int:
+        """The source's episode_index of output episode `position`."""
+        return int(self.episodes[position]["episode_index"])
 
     @property
     def chunks_size(self) -> int:
@@ -153,6 +160,32 @@ def _load_source(src: Path) -> _Source:
     if any(ft.get("dtype") == "video" for ft in info["features"].values()) and "video_path" not in info:
         raise DatasetError("has video features but no 'video_path'", src / "meta/info.json")
     return _Source(src, info, episodes, [t["task"] for t in tasks_rows], episode_stats)
+
+
+def _select(source: _Source, selection: Sequence[int]) -> _Source:
+    """`source` with only the `selection` episodes, which alone need their files on disk."""
+    wanted = sorted({int(e) for e in selection})
+    unknown = [e for e in wanted if not 0 <= e < len(source.episodes)]
+    if unknown or not wanted:
+        raise ConfigError(f"episodes {unknown or '[]'} are not in the dataset (it has {len(source.episodes)}: "
+                          f"0..{len(source.episodes) - 1})", source.root)
+    if wanted == list(range(len(source.episodes))):
+        return source
+    kept = [source.episodes[e] for e in wanted]
+    return _Source(source.root, source.info, kept, source.tasks, source.episode_stats, renumbered=True)
+
+
+def _unavailable_episodes(source: _Source, selected: set[int]) -> int:
+    """How many episodes that were not selected lack a data or video file (a partial download)."""
+    keys = [k for k, ft in source.info["features"].items() if ft.get("dtype") == "video"]
+    count = 0
+    for row in source.episodes:
+        ep = int(row["episode_index"])
+        if ep in selected:
+            continue
+        paths = [source.data_path(ep), *(source.video_path(k, ep) for k in keys)]
+        count += any(not p.is_file() for p in paths)
+    return count
 
 
 # --------------------------------------------------------------------------------------
@@ -220,12 +253,15 @@ def convert_v21_to_v30(
     image_stats: str = "auto",
     check_frames: int = DEFAULT_CHECK_FRAMES,
     image_stats_every: int = w.DEFAULT_IMAGE_STATS_EVERY,
+    episodes: Sequence[int] | None = None,
 ) -> ConversionReport:
     """Convert the v2.1 dataset at `src` into a new v3.0 dataset at `out` (must not exist).
 
     stream_copy=False forces re-encoding every camera with `codec` (writer settings).
     image_stats: "auto" (copy from episodes_stats.jsonl when every episode has them, else
     recompute), "copy" or "recompute" (decode a subsample per episode; adds quantiles).
+    episodes: convert only these (their files suffice); they become episodes 0..k-1 of
+    the output, `index` renumbered to match, every other column kept.
     Raises DatasetError for a bad source, an existing `out` or a failed verification
     (then nothing is written).
     """
@@ -236,13 +272,21 @@ def convert_v21_to_v30(
     if image_stats not in ("auto", "recompute", "copy"):
         raise w.WriterInputError(f"image_stats: must be 'auto', 'recompute' or 'copy', got {image_stats!r}")
     source = _load_source(src)
+    unavailable = 0
+    if episodes is not None:
+        unavailable = _unavailable_episodes(source, {int(e) for e in episodes})
+        source = _select(source, episodes)
     fps = int(source.info["fps"])
     chunks = int(chunks_size or source.chunks_size)
     features: dict[str, dict[str, Any]] = {k: dict(v) for k, v in source.info["features"].items()}
     video_keys = [k for k, ft in features.items() if ft.get("dtype") == "video"]
     schema = w.data_schema(features)
     report = ConversionReport(src=src, out=out, episodes=len(source.episodes), tasks=len(source.tasks))
-    have_stats = all(k in source.episode_stats.get(ep, {}) for ep in range(len(source.episodes))
+    if source.renumbered:
+        report.warnings.append(f"converted the {len(source.episodes)} selected episodes as episodes 0.."
+                               f"{len(source.episodes) - 1}" + (f"; {unavailable} other episode(s) lack files "
+                                                              f"(a partial download?)" if unavailable else ""))
+    have_stats = all(k in source.episode_stats.get(int(e["episode_index"]), {}) for e in source.episodes
                      for k in video_keys)
     if image_stats == "copy" and not have_stats:
         raise DatasetError("image_stats='copy' needs every episode and camera in episodes_stats.jsonl",
@@ -283,13 +327,15 @@ def _convert_data(source: _Source, tmp: Path, schema: pa.Schema, limit_bytes: fl
     records: list[w.EpisodeRecord] = []
     position = 0
     try:
-        for ep_meta in source.episodes:
+        for out_ep, ep_meta in enumerate(source.episodes):
             ep = int(ep_meta["episode_index"])
             table = _read_episode_table(source, ep, schema)
             n = table.num_rows
             if n != int(ep_meta.get("length", n)):
                 report.warnings.append(f"episode {ep}: episodes.jsonl says {ep_meta.get('length')} frames, "
                                        f"parquet has {n}; using {n}")
+            if source.renumbered:
+                table = _renumber(table, out_ep, position)
             index = table.column(INDEX).to_numpy()
             if index[0] != position or not np.array_equal(index, np.arange(position, position + n)):
                 report.warnings.append(f"episode {ep}: 'index' is not {position}..{position + n - 1}; kept as is")
@@ -303,7 +349,7 @@ def _convert_data(source: _Source, tmp: Path, schema: pa.Schema, limit_bytes: fl
                     if pa.types.is_fixed_size_list(col.type) else col.to_numpy()
                 ep_stats[name] = stats_lib.compute_feature_stats(values)
             records.append(w.EpisodeRecord(
-                episode_index=ep, tasks=list(ep_meta.get("tasks", [])), length=n, data_chunk_index=chunk,
+                episode_index=out_ep, tasks=list(ep_meta.get("tasks", [])), length=n, data_chunk_index=chunk,
                 data_file_index=file, dataset_from_index=position, dataset_to_index=position + n, stats=ep_stats,
             ))
             position += n
@@ -312,6 +358,15 @@ def _convert_data(source: _Source, tmp: Path, schema: pa.Schema, limit_bytes: fl
     report.frames = position
     report.data_files = sum(1 for _ in (tmp / "data").glob("chunk-*/file-*.parquet"))
     return records
+
+
+def _renumber(table: pa.Table, episode: int, start: int) -> pa.Table:
+    """An episode's frames as output episode `episode` starting at global frame `start`."""
+    n = table.num_rows
+    for name, values in ((EPISODE_INDEX, np.full(n, episode)), (INDEX, np.arange(start, start + n))):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), pa.array(values, type=table.schema.field(i).type))
+    return table
 
 
 def _read_episode_table(source: _Source, ep: int, schema: pa.Schema) -> pa.Table:
@@ -347,7 +402,7 @@ def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.Episode
     re-encoding each clip; fill the records' video fields and image stats. Returns the
     source fingerprints of the frames to verify."""
     fps = int(source.info["fps"])
-    clips = [mp4.probe_clip(source.video_path(key, r.episode_index)) for r in records]
+    clips = [mp4.probe_clip(source.video_path(key, source.source_episode(r.episode_index))) for r in records]
     sizes = {(c.height, c.width) for c in clips}
     if len(sizes) > 1:
         raise DatasetError(f"{key}: episodes have different frame sizes {sorted(sizes)}; LeRobot needs one",
@@ -405,7 +460,7 @@ def _convert_video(source: _Source, tmp: Path, key: str, records: list[w.Episode
             if image_stats == "recompute":
                 rec.stats[key] = acc.result(num_frames=rec.length)
             else:
-                rec.stats[key] = source.episode_stats[ep][key]
+                rec.stats[key] = source.episode_stats[source.source_episode(ep)][key]
     finally:
         joiner.close()
     report.video_files[key] = sum(1 for _ in (tmp / "videos" / key).glob("chunk-*/file-*.mp4"))
@@ -431,7 +486,9 @@ def _verify(source: _Source, tmp: Path, schema: pa.Schema, records: list[w.Episo
             cached[loc] = pq.read_table(tmp / w.DATA_PATH.format(chunk_index=loc[0], file_index=loc[1]))
             file_start[loc] = rec.dataset_from_index
         got = cached[loc].slice(rec.dataset_from_index - file_start[loc], rec.length)
-        want = _read_episode_table(source, rec.episode_index, schema)
+        want = _read_episode_table(source, source.source_episode(rec.episode_index), schema)
+        if source.renumbered:
+            want = _renumber(want, rec.episode_index, rec.dataset_from_index)
         for name in schema.names:
             if not got.column(name).equals(want.column(name)):
                 raise DatasetError(f"verification failed: column {name!r} of episode {rec.episode_index} "
@@ -451,8 +508,8 @@ def _verify(source: _Source, tmp: Path, schema: pa.Schema, records: list[w.Episo
                 for chk in file_checks:
                     rec = records[chk.episode]
                     if chk.episode not in ts_by_ep:
-                        ts_by_ep[chk.episode] = _read_episode_table(source, chk.episode, schema).column(
-                            TIMESTAMP).to_numpy()
+                        ts_by_ep[chk.episode] = _read_episode_table(
+                            source, source.source_episode(chk.episode), schema).column(TIMESTAMP).to_numpy()
                     ts = ts_by_ep[chk.episode]
                     if chk.frame >= len(ts):
                         continue  # a video frame beyond the data: nothing looks it up

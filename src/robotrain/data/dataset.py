@@ -66,11 +66,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
     """A LeRobot dataset (v3.0 or v2.1) on local disk, optionally restricted to `episodes`.
 
     Args:
-        root: dataset directory (holds meta/, data/, videos/).
+        root: dataset directory (holds meta/, data/, videos/), or its already loaded
+            `DatasetMeta` (possibly a selection of episodes, `load_meta(root, episodes)`):
+            the frame table and the frame cache hold that meta's episodes, so datasets
+            made from one meta (a train and a validation split) share one cache.
         delta_timestamps: {feature: [offsets in seconds]} windows, e.g. ACT's
             {"action": [i / 30 for i in range(100)]}.
         episodes: episode indices to use (default all); `len(ds)` counts their frames
             and `ds[i]` walks them in order, while `index` stays the global frame index.
+            With a path as `root` only these episodes are read (their files suffice).
         image_size: (H, W) of returned images, None for the native size.
         resize_mode: "resize" (stretch to image_size) or "pad" (keep aspect, pad left/top).
         cache_dir: frame cache root (default $ROBOTRAIN_CACHE_DIR or ~/.cache/robotrain/frames).
@@ -87,7 +91,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | DatasetMeta,
         delta_timestamps: dict[str, Sequence[float]] | None = None,
         episodes: Sequence[int] | None = None,
         image_size: tuple[int, int] | None = None,
@@ -113,7 +117,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             image_size = tuple(int(v) for v in image_size)  # type: ignore[assignment]
             if len(image_size) != 2 or min(image_size) <= 0:
                 raise ConfigError(f"image_size must be (height, width) positive integers, got {image_size!r}")
-        self.meta: DatasetMeta = load_meta(root)
+        self.meta: DatasetMeta = root if isinstance(root, DatasetMeta) else load_meta(root, episodes)
         self.root = self.meta.root
         self.image_size = image_size
         self.resize_mode = resize_mode

@@ -11,12 +11,13 @@ print(load_meta('tests/fixtures/so101_fixture_v30'))"
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -33,10 +34,11 @@ from robotrain.constants import (
     TIMESTAMP,
 )
 from robotrain.data.stats import aggregate_stats
-from robotrain.errors import DatasetError
+from robotrain.errors import ConfigError, DatasetError
 from robotrain.system.files import read_json, read_jsonl
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SUPPORTED_VERSIONS = ("v3.0", "v2.1")
 INFO_JSON = "meta/info.json"
@@ -49,6 +51,10 @@ TASKS_JSONL = "meta/tasks.jsonl"
 # LeRobot's default tolerance between a requested and a stored timestamp (seconds).
 TIMESTAMP_TOLERANCE_S = 1e-4
 VIDEO_DTYPES = ("video",)
+# The two camera layouts LeRobot reads from a feature's `names` (its own first), and the
+# singular spelling of v2.0-era ports.
+IMAGE_LAYOUTS = (("height", "width", "channels"), ("channels", "height", "width"))
+CHANNEL_NAMES = {"channel": "channels"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,13 @@ class VideoSpan:
 
 @dataclass(frozen=True)
 class EpisodeRecord:
-    """One episode: its global frame range [dataset_from_index, dataset_to_index)."""
+    """One episode: its rows [dataset_from_index, dataset_to_index) in the frame table.
+
+    For a whole dataset these are the global frame range of the episodes table (and of
+    the `index` column). A selection of episodes (`DatasetMeta.select`) numbers its rows
+    anew from 0, episode after episode, so its frame table and frame cache hold only
+    the selected frames; `first_index` keeps the `index` of the episode's first frame.
+    """
 
     episode_index: int
     length: int
@@ -75,6 +87,12 @@ class EpisodeRecord:
     tasks: tuple[str, ...]
     data_path: Path
     videos: dict[str, VideoSpan] = field(default_factory=dict)
+    first_index: int | None = None
+    """`index` of the first frame; None: `dataset_from_index` (a whole dataset)."""
+
+    @property
+    def index_from(self) -> int:
+        return self.dataset_from_index if self.first_index is None else self.first_index
 
     def __getitem__(self, key: str) -> Any:  # also readable like LeRobot's dict records
         return getattr(self, key)
@@ -97,6 +115,12 @@ class DatasetMeta:
     total_frames: int
     total_episodes: int
     info: dict[str, Any]
+    selection: tuple[int, ...] | None = None
+    """The episodes this meta was restricted to (`select`); None: every episode listed.
+    `episodes`, `total_frames` and `total_episodes` then describe the selection only."""
+    stored_names: dict[str, str] = field(default_factory=dict)
+    """Feature name -> its name in the dataset's files, for features renamed by
+    `robotrain.data.rename.rename_features`; the others are stored as named."""
 
     @property
     def state_dim(self) -> int:
@@ -123,7 +147,33 @@ class DatasetMeta:
 
     def camera_shape(self, key: str) -> tuple[int, int, int]:
         """(height, width, channels) declared for camera `key`."""
-        return _hwc(self.features[key], key, self.root / INFO_JSON)
+        return image_hwc(self.features[key], key, self.root / INFO_JSON)
+
+    def stored_name(self, key: str) -> str:
+        """The name feature `key` has in the dataset's files (see `stored_names`)."""
+        return self.stored_names.get(key, key)
+
+    def select(self, episodes: Iterable[int]) -> DatasetMeta:
+        """This dataset restricted to `episodes`: only their files are read, their frames
+        numbered 0.. in the dataset's order (`EpisodeRecord`). Every episode: `self`, unchanged."""
+        wanted = sorted({int(e) for e in episodes})
+        known = {e.episode_index: e for e in self.episodes}
+        unknown = [e for e in wanted if e not in known]
+        if unknown:
+            raise ConfigError(f"episodes {unknown} are not in the dataset (it has {len(known)}: "
+                              f"{min(known, default=0)}..{max(known, default=-1)})", self.root)
+        if not wanted:
+            raise ConfigError("no episodes selected", self.root)
+        if len(wanted) == len(self.episodes):
+            return self
+        records, start = [], 0
+        for record in sorted((known[ep] for ep in wanted), key=lambda r: r.dataset_from_index):  # frame order
+            records.append(dataclasses.replace(record, dataset_from_index=start, dataset_to_index=start + record.length,
+                                               first_index=record.index_from))
+            start += record.length
+        records.sort(key=lambda r: r.episode_index)
+        return dataclasses.replace(self, episodes=records, total_frames=start, total_episodes=len(records),
+                                   selection=tuple(wanted))
 
     def data_files(self) -> list[Path]:
         seen: dict[Path, None] = {}
@@ -161,20 +211,49 @@ class _Problems:
             raise err
         self.items.append(str(err))
 
+    def attempt(self, read: Callable[[], _T]) -> _T | None:
+        """`read()`; when collecting, its DatasetError becomes a problem and None stands in,
+        so one unreadable file does not hide what the others say."""
+        try:
+            return read()
+        except DatasetError as exc:
+            if not self.collect:
+                raise
+            self.items.append(str(exc))
+            return None
+
 
 def _feature_size(feature: dict) -> int:
     return int(math.prod(feature["shape"]))
 
 
-def _hwc(feature: dict, key: str, path: Path) -> tuple[int, int, int]:
+def image_hwc(feature: dict, key: str, path: Path | None = None) -> tuple[int, int, int]:
+    """(height, width, channels) of a camera feature declared in either layout LeRobot reads.
+
+    LeRobot's recorder declares `shape [H, W, 3]` with `names [height, width, channels]`;
+    datasets ported from elsewhere declare `[3, H, W]` with `[channels, height, width]`,
+    and v2.0-era ports say "channel". LeRobot reads the layout from the names (a last name
+    "channel(s)" means height-width-channels, anything else channels-first), so a shape is
+    read by its names here too; names that fit neither layout would be read differently by
+    LeRobot and by us, and are refused. Without names the shape is LeRobot's own layout.
+    """
     shape = list(feature["shape"])
-    names = feature.get("names") or ["height", "width", "channels"]
+    names = feature.get("names")
     if len(shape) != 3:
-        raise DatasetError(f"features.{key}.shape must have 3 entries, got {shape}", path)
-    dims = dict(zip(names, shape))
-    if {"height", "width", "channels"} <= set(dims):
-        return int(dims["height"]), int(dims["width"]), int(dims["channels"])
-    return int(shape[0]), int(shape[1]), int(shape[2])
+        raise DatasetError(f"field 'features.{key}.shape' is {shape}; a camera needs 3 entries "
+                           f"(height, width, channels or channels, height, width)", path)
+    if names is None:
+        layout = IMAGE_LAYOUTS[0]
+    else:
+        given = (tuple(CHANNEL_NAMES.get(n, n) for n in names)
+                 if isinstance(names, list) and all(isinstance(n, str) for n in names) else None)
+        if given not in IMAGE_LAYOUTS:
+            raise DatasetError(
+                f"field 'features.{key}.names' is {names!r}; expected {list(IMAGE_LAYOUTS[0])} or "
+                f"{list(IMAGE_LAYOUTS[1])} (the layout of shape {shape})", path)
+        layout = given
+    dims = dict(zip(layout, shape))
+    return int(dims["height"]), int(dims["width"]), int(dims["channels"])
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -243,9 +322,11 @@ def _parse_info(root: Path) -> dict[str, Any]:
                 path,
             )
         if dtype in VIDEO_DTYPES:
-            h, w, c = _hwc(feat, name, path)
+            h, w, c = image_hwc(feat, name, path)
             if c != 3:
-                raise DatasetError(f"field '{where}shape' must have 3 channels, got {shape}", path)
+                raise DatasetError(
+                    f"field '{where}shape' is {shape} with names {feat.get('names')}: {c} channels, expected 3 "
+                    f"(RGB video)", path)
             vfps = (feat.get("info") or {}).get("video.fps")
             if vfps is not None and abs(float(vfps) - float(fps)) > 1e-6:
                 raise DatasetError(
@@ -356,15 +437,40 @@ def _check_stats(stats: dict[str, dict[str, np.ndarray]], features: dict, camera
             expected: tuple[int, ...] = (3, 1, 1)
         else:
             expected = tuple(features[key]["shape"])
+        well_shaped = True
         for name in ("mean", "std", "min", "max"):
             if name not in per_stat:
                 continue
             shape = per_stat[name].shape
             if shape != expected and not (expected == (1,) and shape == ()):
                 problems.add(f"field '{key}.{name}' has shape {list(shape)}, expected {list(expected)}", path)
+                well_shaped = False
+            elif not np.issubdtype(per_stat[name].dtype, np.number):
+                problems.add(f"field '{key}.{name}' is not numbers", path)
+                well_shaped = False
+            elif not np.isfinite(per_stat[name]).all():
+                problems.add(f"field '{key}.{name}' holds NaN or inf", path)
+                well_shaped = False
+        if well_shaped:
+            _check_stat_values(key, per_stat, path, problems)
     for key in (OBS_STATE, ACTION, *camera_keys):
         if key in features and key not in stats:
             problems.add(f"no stats for feature '{key}'", path)
+
+
+def _check_stat_values(key: str, per_stat: dict[str, np.ndarray], path: Path, problems: _Problems) -> None:
+    """A mean outside [min, max] or a negative std cannot come from any data."""
+    if "std" in per_stat and (per_stat["std"] < 0).any():
+        problems.add(f"field '{key}.std' is negative ({per_stat['std'].reshape(-1).min():.6g})", path)
+    if not {"mean", "min", "max"} <= set(per_stat):
+        return
+    mean, low, high = (np.asarray(per_stat[s], dtype=np.float64).reshape(-1) for s in ("mean", "min", "max"))
+    tol = 1e-6 * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+    outside = (mean < low - tol) | (mean > high + tol) | (low > high + tol)
+    if outside.any():
+        i = int(np.argmax(outside))
+        problems.add(f"field '{key}.mean' is {mean[i]:.6g} at index {i}, outside [min, max] = "
+                     f"[{low[i]:.6g}, {high[i]:.6g}]", path)
 
 
 # --------------------------------------------------------------------------- episodes
@@ -456,7 +562,7 @@ def _v21_episodes(root: Path, info: dict, camera_keys: tuple[str, ...]) -> list[
     return records
 
 
-def _check_episodes(meta: DatasetMeta, problems: _Problems) -> None:
+def _check_episodes(meta: DatasetMeta, problems: _Problems, check_tasks: bool = True) -> None:
     info_path = meta.root / INFO_JSON
     ep_path = meta.root / (EPISODES_DIR if meta.version == "v3.0" else EPISODES_JSONL)
     eps = meta.episodes
@@ -481,17 +587,100 @@ def _check_episodes(meta: DatasetMeta, problems: _Problems) -> None:
                 f"episode {e.episode_index}: field 'dataset_from_index' is {e.dataset_from_index}, "
                 f"expected {expected_start} (ranges must be contiguous)", ep_path)
         expected_start = e.dataset_to_index
-        for t in e.tasks:
+        for t in e.tasks if check_tasks else ():
             if t not in meta.tasks:
                 problems.add(f"episode {e.episode_index}: task {t!r} is not in the tasks table", ep_path)
 
 
-def _check_files(meta: DatasetMeta, problems: _Problems) -> None:
-    """Cheap checks from parquet footers: schema vs features, row counts per file."""
+def _check_video_ranges(meta: DatasetMeta, problems: _Problems, selected: DatasetMeta) -> None:
+    """v3.0 keeps episodes back to back in one mp4 and reads frame t of an episode at
+    `from_timestamp + t`. A range that overlaps another episode's, cannot hold the
+    episode's frames or runs past the end of the file would show the policy another
+    episode's frames (or none), so each is a problem naming the episode and the field.
+    The files' durations come from their headers; only the `selected` episodes' files
+    are opened (the others may be absent)."""
+    from robotrain.data.video import video_duration  # local: keeps format.py importable without av
+
+    ep_path = meta.root / EPISODES_DIR
+    wanted = {e.episode_index for e in selected.episodes}
+    for key in meta.camera_keys:
+        by_file: dict[Path, list[tuple[float, float, EpisodeRecord]]] = {}
+        for e in meta.episodes:
+            span = e.videos[key]
+            start = span.from_timestamp
+            end = float(span.to_timestamp) if span.to_timestamp is not None else start + e.length / meta.fps
+            where = f"episode {e.episode_index}: videos/{key}/from_timestamp..to_timestamp [{start:.6f}, {end:.6f})"
+            if not (math.isfinite(start) and math.isfinite(end)) or start < -TIMESTAMP_TOLERANCE_S or end <= start:
+                problems.add(f"{where} is not a time range", ep_path)
+                continue
+            if end - start < (e.length - 0.5) / meta.fps:
+                problems.add(f"{where} holds {(end - start) * meta.fps:.1f} frames at {meta.fps} fps but the episode "
+                             f"has {e.length}", ep_path)
+            by_file.setdefault(span.path, []).append((start, end, e))
+        for path, spans in by_file.items():
+            spans.sort(key=lambda s: s[0])
+            for (_, prev_end, prev), (start, _, e) in zip(spans, spans[1:]):
+                if start < prev_end - TIMESTAMP_TOLERANCE_S:
+                    problems.add(f"episode {e.episode_index}: videos/{key}/from_timestamp {start:.6f} lies inside "
+                                 f"episode {prev.episode_index}'s range (to {prev_end:.6f}) in the same file", ep_path)
+            if not path.is_file() or not wanted.intersection(s[2].episode_index for s in spans):
+                continue  # a missing file is reported as such
+            try:
+                duration = video_duration(path)
+            except DatasetError:
+                continue  # unreadable: the video checks of validate (and decoding) say so
+            _, last_end, last = max(spans, key=lambda s: s[1])
+            if duration is not None and last_end > duration + 0.5 / meta.fps:
+                problems.add(f"episode {last.episode_index}: videos/{key}/to_timestamp is {last_end:.6f}s but "
+                             f"{path.name} lasts {duration:.6f}s", ep_path)
+
+
+def _episodes_text(episodes: Sequence[int]) -> str:
+    eps = sorted(set(episodes))
+    if len(eps) == 1:
+        return f"episode {eps[0]}"
+    shown = ", ".join(map(str, eps[:5]))
+    return f"episodes {shown}" + (f", ... ({len(eps)} episodes)" if len(eps) > 5 else "")
+
+
+def _missing_files(episodes: Sequence[EpisodeRecord]) -> dict[Path, list[int]]:
+    """Data and video files that are not on disk, each with the episodes stored in it."""
+    missing: dict[Path, list[int]] = {}
+    for e in episodes:
+        for path in (e.data_path, *(span.path for span in e.videos.values())):
+            if not path.is_file():
+                missing.setdefault(path, []).append(e.episode_index)
+    return missing
+
+
+def _check_files(meta: DatasetMeta, problems: _Problems, selection: set[int] | None = None) -> None:
+    """Cheap checks from parquet footers: schema vs features, row counts per file.
+
+    With a `selection` only the selected episodes' files must be there: a partial download
+    trains on the episodes it has, and the others' missing files are only counted (a warning).
+    """
+    missing = _missing_files(meta.episodes)
+    lacking = {ep for eps in missing.values() for ep in eps}
+    if selection is not None:
+        unavailable = lacking - selection
+        if unavailable:
+            log.warning("%d of the %d episodes are unavailable (files missing: a partial download?) and not "
+                        "selected; reading the %d selected", len(unavailable), len(meta.episodes), len(selection))
+    hint = ""
+    if selection is None and not problems.collect and 0 < len(lacking) < len(meta.episodes):
+        hint = (f"; {len(lacking)} of the {len(meta.episodes)} episodes lack files (a partial download?): "
+                f"--episodes can select the others")
+    for path, eps in missing.items():
+        if selection is None or selection.intersection(eps):
+            kind = "data" if path.suffix == ".parquet" else "video"
+            problems.add(f"{kind} file is missing ({_episodes_text(eps)}){hint}", path)
     rows_per_file: dict[Path, int] = {}
-    for e in meta.episodes:
+    for e in meta.episodes:  # every episode stored in a file counts, selected or not
         rows_per_file[e.data_path] = rows_per_file.get(e.data_path, 0) + e.length
+    needed = {e.data_path for e in meta.episodes if selection is None or e.episode_index in selection}
     for path, expected_rows in rows_per_file.items():
+        if path in missing or path not in needed:
+            continue
         try:
             pf = _parquet_file(path)
         except DatasetError as exc:
@@ -515,28 +704,28 @@ def _check_files(meta: DatasetMeta, problems: _Problems) -> None:
                         f"{feat['shape']}", path)
             elif not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and size != 1:
                 problems.add(f"column '{key}' is a scalar but features.{key}.shape is {feat['shape']}", path)
-    for vpath in meta.video_files():
-        if not vpath.is_file():
-            problems.add("video file is missing", vpath)
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
+def _load(root: str | Path, problems: _Problems, selection: Iterable[int] | None = None) -> DatasetMeta:
     root = Path(root)
     info = _parse_info(root)
     version = info["codebase_version"]
     features = info["features"]
     camera_keys = tuple(sorted(k for k, f in features.items() if f["dtype"] in VIDEO_DTYPES))
-    tasks = _parse_tasks(root, version)
-    episodes_table = None
-    if version == "v3.0":
-        episodes, episodes_table = _v3_episodes(root, info, camera_keys)
-    else:
-        episodes = _v21_episodes(root, info, camera_keys)
+    # info.json is needed to read anything else; past it, each meta file is read on its own
+    # so that `dataset info` / `validate` report every unreadable one (load: the first).
+    tasks = problems.attempt(lambda: _parse_tasks(root, version))
+    listed = problems.attempt(lambda: _v3_episodes(root, info, camera_keys) if version == "v3.0"
+                              else (_v21_episodes(root, info, camera_keys), None))
+    episodes, episodes_table = listed if listed is not None else ([], None)
     episodes.sort(key=lambda e: e.episode_index)
-    stats = _parse_stats(root, version, episodes_table)
+    if listed is not None and not episodes:  # before the stats, whose absence would be the only word
+        problems.add("the dataset has no episodes: nothing to train or evaluate on",
+                     root / (EPISODES_DIR if version == "v3.0" else EPISODES_JSONL))
+    stats = problems.attempt(lambda: _parse_stats(root, version, episodes_table))
     meta = DatasetMeta(
         root=root,
         version=version,
@@ -544,26 +733,33 @@ def _load(root: str | Path, problems: _Problems) -> DatasetMeta:
         features=features,
         camera_keys=camera_keys,
         robot_type=info.get("robot_type"),
-        stats=stats,
-        tasks=tasks,
+        stats=stats or {},
+        tasks=tasks or [],
         episodes=episodes,
         total_frames=int(info["total_frames"]),
         total_episodes=int(info["total_episodes"]),
         info=info,
     )
     stats_path = root / (STATS_JSON if version == "v3.0" else EPISODES_STATS_JSONL)
-    _check_episodes(meta, problems)
-    _check_files(meta, problems)
-    _check_stats(stats, features, camera_keys, stats_path, problems)
-    return meta
+    selected = meta if selection is None else meta.select(selection)
+    if listed is not None:
+        _check_episodes(meta, problems, check_tasks=tasks is not None)
+        _check_files(meta, problems, None if selected is meta else set(selected.selection or ()))
+        if version == "v3.0":
+            _check_video_ranges(meta, problems, selected)
+    if stats is not None:
+        _check_stats(stats, features, camera_keys, stats_path, problems)
+    return selected
 
 
-def load_meta(root: str | Path) -> DatasetMeta:
+def load_meta(root: str | Path, episodes: Iterable[int] | None = None) -> DatasetMeta:
     """Parse `root/meta` (v3.0 or v2.1) and check it against the data files' footers.
 
-    Raises DatasetError naming the file and field of the first problem found.
+    `episodes` restricts the dataset to those episodes (`DatasetMeta.select`): only their
+    files need to be on disk. Raises DatasetError naming the file and field of the first
+    problem found (ConfigError for an episode the dataset does not have).
     """
-    return _load(root, _Problems(collect=False))
+    return _load(root, _Problems(collect=False), episodes)
 
 
 # --------------------------------------------------------------------------- frame table
@@ -597,24 +793,35 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
     features as (total_frames,)). Checks that each episode's rows are where the
     episode table says, and that timestamps advance by 1/fps.
     """
+    if not meta.episodes:
+        raise DatasetError("the dataset has no episodes: nothing to train or evaluate on", meta.root / INFO_JSON)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in meta.data_keys}
     for path in meta.data_files():
-        table = read_parquet(path, columns=list(meta.data_keys))
+        table = read_parquet(path, columns=[meta.stored_name(k) for k in meta.data_keys])
+        if meta.selection is not None:  # a v3.0 file also holds episodes that were not selected
+            episode = _column_to_numpy(table.column(EPISODE_INDEX), EPISODE_INDEX, [1], path)
+            table = table.filter(pa.array(np.isin(episode, meta.selection)))
         for key in meta.data_keys:
-            chunks[key].append(_column_to_numpy(table.column(key), key, meta.features[key]["shape"], path))
+            stored = meta.stored_name(key)  # messages name the column as the file has it
+            chunks[key].append(_column_to_numpy(table.column(stored), stored, meta.features[key]["shape"], path))
     columns = {k: (np.concatenate(v) if len(v) > 1 else v[0]) for k, v in chunks.items()}
     n = len(columns[INDEX])
     if n != meta.total_frames:
-        raise DatasetError(f"data files hold {n} frames but 'total_frames' is {meta.total_frames}",
-                           meta.root / INFO_JSON)
+        what = ("'total_frames' is" if meta.selection is None
+                else f"the lengths of the selected {_episodes_text(meta.selection)} sum to")
+        raise DatasetError(f"data files hold {n} frames but {what} {meta.total_frames}", meta.root / INFO_JSON)
     # Rows may be ordered by file; place them by their global `index` column.
     index = columns[INDEX].astype(np.int64)
-    if not np.array_equal(index, np.arange(n)):
-        if np.array_equal(np.sort(index), np.arange(n)):
-            order = np.argsort(index, kind="stable")
+    expected = np.concatenate([np.arange(e.index_from, e.index_from + e.length)
+                               for e in sorted(meta.episodes, key=lambda e: e.dataset_from_index)])
+    if not np.array_equal(index, expected):
+        order = np.argsort(index, kind="stable")
+        if np.array_equal(index[order], expected):
             columns = {k: v[order] for k, v in columns.items()}
         else:
-            raise DatasetError("column 'index' is not a permutation of 0..total_frames-1", meta.data_files()[0])
+            raise DatasetError("column 'index' is not a permutation of 0..total_frames-1" if meta.selection is None
+                               else "column 'index' does not hold the selected episodes' frame ranges",
+                               meta.data_files()[0])
     tol = TIMESTAMP_TOLERANCE_S
     for e in meta.episodes:
         sl = slice(e.dataset_from_index, e.dataset_to_index)
@@ -635,11 +842,82 @@ def load_frame_table(meta: DatasetMeta) -> dict[str, np.ndarray]:
                 raise DatasetError(
                     f"episode {e.episode_index}: fps mismatch, column 'timestamp' steps by {diffs[j]:.6f}s at frame "
                     f"{j + 1} but fps is {meta.fps} ({1.0 / meta.fps:.6f}s)", e.data_path)
+        # A steady step can still start late: frames are read at from_timestamp + timestamp,
+        # so an episode shifted by k frames would be shown the video k frames later.
+        offset = ts - np.arange(e.length) / meta.fps
+        bad = np.abs(offset) > tol + 1e-6
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise DatasetError(
+                f"episode {e.episode_index}: column 'timestamp' is {ts[j]:.6f}s at frame {j} but frame_index / fps "
+                f"is {j / meta.fps:.6f}s (shifted by {offset[j] * meta.fps:+.2f} frames); its video frames would be "
+                f"read at the wrong times", e.data_path)
     tidx = columns[TASK_INDEX]
     if tidx.size and (tidx.min() < 0 or tidx.max() >= len(meta.tasks)):
         raise DatasetError(f"column 'task_index' has values outside 0..{len(meta.tasks) - 1}", meta.data_files()[0])
+    _check_task_rows(meta, tidx)
     _check_finite(meta, columns)
+    _check_stats_describe(meta, columns)
     return columns
+
+
+def _check_task_rows(meta: DatasetMeta, task_index: np.ndarray) -> None:
+    """Every row's task must be one its episode lists: a row saying another task would
+    train the policy on the wrong instruction (SmolVLA reads it) without a word."""
+    for e in meta.episodes:
+        if not e.tasks:
+            continue  # no tasks listed: nothing to compare with
+        allowed = [meta.tasks.index(t) for t in e.tasks if t in meta.tasks]
+        rows = task_index[e.dataset_from_index:e.dataset_to_index]
+        bad = ~np.isin(rows, allowed)
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise DatasetError(
+                f"episode {e.episode_index}: column 'task_index' is {int(rows[j])} ({meta.tasks[int(rows[j])]!r}) "
+                f"at frame {j} ({int(bad.sum())} frame(s) in all) but the episode's tasks are {list(e.tasks)}",
+                e.data_path)
+
+
+# Stats that are off by at least this factor do not describe the data ("orders of magnitude"):
+# other units, another dataset, or stats left from before the data was edited.
+STALE_STATS_FACTOR = 10.0
+
+
+def _check_stats_describe(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
+    """The normalisation stats of the policy inputs and outputs (state, action) must
+    describe the data: each dimension's data range is compared with the stats' min..max.
+    Data spread or lying far beyond the stats' range, or (whole dataset loaded) stats far
+    wider than the data, by `STALE_STATS_FACTOR` or more, is refused; a selection of
+    episodes may legitimately span less than the whole dataset's stats."""
+    for key, col in columns.items():
+        per_stat = meta.stats.get(key, {})
+        if not (key == ACTION or key.startswith("observation.")) or not np.issubdtype(col.dtype, np.floating) \
+                or not {"min", "max"} <= set(per_stat) or not len(col):
+            continue
+        values = col.reshape(len(col), -1).astype(np.float64)
+        smin, smax = (np.asarray(per_stat[s], dtype=np.float64).reshape(-1) for s in ("min", "max"))
+        if smin.shape[0] != values.shape[1] or smax.shape[0] != values.shape[1]:
+            continue  # a shape problem, reported by the meta checks
+        dmin, dmax = values.min(axis=0), values.max(axis=0)
+        eps = 1e-3 * np.maximum(1.0, np.maximum(np.abs(smin), np.abs(smax)))
+        stats_span, data_span = smax - smin, dmax - dmin
+        beyond = np.maximum(smin - dmin, dmax - smax)  # how far the data leaves the stats' range
+        stale = (data_span > STALE_STATS_FACTOR * stats_span + eps) | (beyond > STALE_STATS_FACTOR * stats_span + eps)
+        if meta.selection is None:
+            stale |= stats_span > STALE_STATS_FACTOR * data_span + eps
+        if stale.any():
+            d = int(np.argmax(stale))
+            raise DatasetError(
+                f"stats of '{meta.stored_name(key)}' do not describe the data (stale? other units?): dimension {d} "
+                f"spans [{dmin[d]:.6g}, {dmax[d]:.6g}] in the data but [{smin[d]:.6g}, {smax[d]:.6g}] in the stats",
+                _stats_path(meta))
+
+
+def _stats_path(meta: DatasetMeta) -> Path:
+    """The file the dataset's stats come from."""
+    if meta.version == "v3.0":
+        return meta.root / (STATS_JSON if (meta.root / STATS_JSON).is_file() else EPISODES_DIR)
+    return meta.root / (EPISODES_STATS_JSONL if (meta.root / EPISODES_STATS_JSONL).is_file() else STATS_JSON)
 
 
 def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
@@ -655,8 +933,8 @@ def _check_finite(meta: DatasetMeta, columns: dict[str, np.ndarray]) -> None:
             ep = next((e for e in meta.episodes if e.dataset_from_index <= row < e.dataset_to_index), None)
             where = (f"episode {ep.episode_index} frame {row - ep.dataset_from_index}" if ep is not None
                      else f"global frame {row}")
-            raise DatasetError(f"column '{key}' holds NaN or inf in {int(bad.sum())} frame(s), first at {where}",
-                               ep.data_path if ep is not None else meta.root)
+            raise DatasetError(f"column '{meta.stored_name(key)}' holds NaN or inf in {int(bad.sum())} frame(s), "
+                               f"first at {where}", ep.data_path if ep is not None else meta.root)
 
 
 def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
@@ -689,6 +967,15 @@ def iter_problems_videos(meta: DatasetMeta) -> Iterator[str]:
             except DatasetError as exc:
                 yield str(DatasetError(f"cannot decode the frame at {t_last:.3f}s that episode "
                                        f"{last_ep.episode_index} needs (truncated?): {exc.reason}", path))
+
+
+def inspect_dataset(root: str | Path) -> tuple[DatasetMeta, list[str]]:
+    """What `robotrain dataset info` shows: the metadata that could be read, and every
+    problem the meta files and the data files' presence and footers reveal (nothing is
+    decoded). Raises DatasetError only when info.json itself cannot be read."""
+    problems = _Problems(collect=True)
+    meta = _load(root, problems)
+    return meta, problems.items
 
 
 def validate_dataset(root: str | Path) -> list[str]:

@@ -79,6 +79,24 @@ def probe_video(path: str | Path) -> VideoProbe:
         container.close()
 
 
+def video_duration(path: str | Path) -> float | None:
+    """Seconds the video lasts by its header (the stream's duration, else the container's);
+    None when the header does not say. Cheap: nothing is decoded."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+        return None
+    except _AV_ERRORS as exc:
+        raise DatasetError(f"cannot read the video header (corrupt?): {exc}", path) from exc
+    finally:
+        container.close()
+
+
 def _seek(container: av.container.InputContainer, stream: av.video.stream.VideoStream, t: float) -> None:
     """Seek to the keyframe at or before time `t` (seconds)."""
     offset = int(max(t, 0.0) / stream.time_base) if stream.time_base else 0

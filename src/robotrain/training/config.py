@@ -80,7 +80,12 @@ class TrainConfig:
     val_fraction: float = 0.1
     """Fraction of episodes held out for offline evaluation (0 trains on every episode)."""
     episodes: tuple[int, ...] | None = None
-    """Use only these episodes (e.g. 0,1,2), split as above; None uses every episode."""
+    """Use only these episodes (e.g. 0,1,2), split as above; None uses every episode. Only
+    their files need to be on disk (a partial download trains on the episodes it has)."""
+    rename: dict[str, str] | None = None
+    """Feature rename map, dataset name -> name used (e.g. state=observation.state,
+    actions=action,image=observation.images.front) for datasets exported with other names;
+    saved with the run, so eval and resumed runs read the dataset the same way."""
     keep_last: int = 3
     """Keep the last k checkpoints (0 keeps all)."""
 

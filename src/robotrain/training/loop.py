@@ -62,6 +62,7 @@ from robotrain.constants import (
 )
 from robotrain.data.dataset import LeRobotDataset, split_episodes
 from robotrain.data.device_frames import DeviceFrames
+from robotrain.data.rename import check_policy_names, rename_features
 from robotrain.data.format import load_meta
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
@@ -94,27 +95,28 @@ class DataSource(Protocol):
 
 
 class LeRobotSource:
-    """A local LeRobot dataset split by episode into train / held-out validation."""
+    """A local LeRobot dataset split by episode into train / held-out validation.
+
+    With `--episodes` only those episodes are read (their files suffice: a partial
+    download trains on what it has) and the held-out ones are drawn from them; `--rename`
+    presents the features under the names policies read.
+    """
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.meta = load_meta(config.dataset)
+        self.meta = rename_features(load_meta(config.dataset, config.episodes), config.rename)
+        check_policy_names(self.meta)
 
     def datasets(self, delta_timestamps: dict[str, list[float]],
                  image_input: tuple[tuple[int, int] | None, str]) -> tuple[Dataset, Dataset | None]:
         cfg = self.config
-        meta = self.meta
-        if cfg.episodes is not None:
-            unknown = sorted(set(cfg.episodes) - {e.episode_index for e in meta.episodes})
-            if unknown:
-                raise ConfigError(f"--episodes: {unknown} not in the dataset ({meta.total_episodes} episodes)")
-            meta = dataclasses.replace(meta, episodes=[e for e in meta.episodes if e.episode_index in cfg.episodes])
-        train_eps, val_eps = split_episodes(meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        train_eps, val_eps = split_episodes(self.meta, val_fraction=cfg.val_fraction, seed=cfg.seed)
         image_size, resize_mode = image_input
 
         def make(episodes: list[int], frames: str = "pixels") -> Dataset:
+            # One meta for both splits: one frame table layout and one frame cache.
             # uint8 frames: 4x less through the workers' shared memory; batch_to_device scales them
-            return LeRobotDataset(cfg.dataset, delta_timestamps=delta_timestamps, episodes=episodes,
+            return LeRobotDataset(self.meta, delta_timestamps=delta_timestamps, episodes=episodes,
                                   image_size=image_size, resize_mode=resize_mode, use_cache=cfg.use_cache,
                                   image_dtype="uint8", frames=frames)
 
@@ -211,11 +213,12 @@ def training_stats(stats: Mapping[str, Mapping[str, Any]], camera_keys: tuple[st
 def policy_features(meta: Any) -> PolicyFeatures:
     """What the policy is built for; images are the recorded (C, H, W) (the policy config
     says what size it is fed at)."""
+    from robotrain.data.format import image_hwc
+
     cameras = tuple(meta.camera_keys)
     if cameras:
-        info = meta.features[cameras[0]]
-        dims = dict(zip(info.get("names") or ["height", "width", "channels"], info["shape"]))
-        shape = (int(dims.get("channels", 3)), int(dims["height"]), int(dims["width"]))
+        height, width, channels = image_hwc(meta.features[cameras[0]], cameras[0])  # either layout
+        shape = (channels, height, width)
     else:
         shape = (3, 0, 0)
     return PolicyFeatures(state_dim=int(meta.state_dim), action_dim=int(meta.action_dim), camera_keys=cameras,
