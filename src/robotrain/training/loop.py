@@ -46,7 +46,9 @@ from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
+from robotrain.training.memory import warn_if_over_memory
 from robotrain.training.optim import make_optimizer, make_scheduler
+from robotrain.training.precision import autocast_dtype
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
 from robotrain.system.signals import SigtermHandler
 
@@ -241,8 +243,7 @@ def setup_runtime(config: TrainConfig) -> Runtime:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    return Runtime(device=device, rank=rank, world=world, amp_dtype=torch.bfloat16 if amp else None)
+    return Runtime(device=device, rank=rank, world=world, amp_dtype=autocast_dtype(config.amp, device))
 
 
 def seed_everything(seed: int) -> None:
@@ -480,6 +481,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
             init_weights_from(policy, config.init_from)  # before anything is written: a bad file costs nothing
         if config.channels_last:
             policy = policy.to(memory_format=torch.channels_last)
+        if rt.is_main:
+            warn_if_over_memory(config, policy, features, int(meta.total_frames))
         train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.image_input())
         optimizer = make_optimizer(policy)
         scheduler = make_scheduler(optimizer, policy.config)

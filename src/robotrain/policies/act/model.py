@@ -49,6 +49,7 @@ from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from robotrain.data.images import fit_float, to_unit_float
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.policies.normalize import Normalizer
+from robotrain.policies.act import memory as act_memory
 from robotrain.policies.act.augment import ImageAugment
 from robotrain.policies.act.config import ACTConfig
 from robotrain.policies.act.resnet import OUT_CHANNELS, ResNetBackbone
@@ -415,6 +416,12 @@ class ACTPolicy(Policy):
         (602 for two 480x640 cameras, 162 at 240x320, 100 at 224x224)."""
         h, w = self.model.backbone.output_hw(*self.image_hw)
         return self.model.n_1d_tokens + len(self.camera_keys) * h * w
+
+    def activation_bytes_per_sample(self, device_type: str, amp: bool) -> int:
+        """Calibrated per-sample peak of a training step (`policies/act/memory.py`)."""
+        return act_memory.activation_bytes_per_sample(
+            self.config, len(self.camera_keys), self.image_hw, self.encoder_token_count(), self.model.use_state,
+            device_type, amp)
 
     def normalized_io_layers(self) -> tuple[dict[str, str], dict[str, str]]:
         """State and action touch ACT's weights only through these Linear layers (the
