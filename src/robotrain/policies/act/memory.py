@@ -35,6 +35,21 @@ BACKBONE_BYTES_PER_PIXEL = {
     ("resnet34", False): 344.7,
     ("resnet34", True): 380.7,
 }
+# With gradient checkpointing: the inputs of the stem and layer1..4 plus layer4's output
+# (image 12, 16, 16, 8, 4 and 2 bytes per input pixel; 8 for a dilated layer4's output),
+# and the most any one stage saves (the stem: 108; ResNet34's layer1: 112).
+STAGE_INPUT_BYTES_PER_PIXEL = {
+    ("resnet18", False): 58.0,
+    ("resnet18", True): 64.0,
+    ("resnet34", False): 58.0,
+    ("resnet34", True): 64.0,
+}
+LARGEST_STAGE_BYTES_PER_PIXEL = {
+    ("resnet18", False): 108.0,
+    ("resnet18", True): 108.0,
+    ("resnet34", False): 112.0,
+    ("resnet34", True): 112.0,
+}
 CPU_PEAK_FACTOR = 1.30
 """Peak RSS added per sample / bytes saved per sample (measured, CPU, float32)."""
 BF16_FACTOR = 0.52
@@ -62,16 +77,26 @@ def decoder_layer_bytes(queries: int, tokens: int, cfg: ACTConfig, attention_wei
 
 def saved_bytes_per_sample(cfg: ACTConfig, n_cameras: int, image_hw: tuple[int, int], encoder_tokens: int,
                            use_state: bool, fused_attention: bool) -> float:
-    """What one training sample makes autograd save, float32 (see the module docstring)."""
+    """What one training sample makes autograd save, float32 (see the module docstring).
+
+    With `gradient_checkpointing` only each checkpointed segment's input stays (the
+    ResNet stages' inputs: STAGE_INPUT_BYTES_PER_PIXEL; each layer's input tokens), and
+    backward recomputes one segment at a time: the largest of them is added whole."""
     weights = not fused_attention
-    per_pixel = BACKBONE_BYTES_PER_PIXEL[(cfg.vision_backbone, cfg.replace_final_stride_with_dilation)]
-    total = n_cameras * image_hw[0] * image_hw[1] * per_pixel
-    total += cfg.n_encoder_layers * encoder_layer_bytes(encoder_tokens, cfg, weights)
-    total += cfg.n_decoder_layers * decoder_layer_bytes(cfg.chunk_size, encoder_tokens, cfg, weights)
-    if cfg.use_vae:
-        vae_tokens = 1 + int(use_state) + cfg.chunk_size
-        total += cfg.n_vae_encoder_layers * encoder_layer_bytes(vae_tokens, cfg, weights)
-    return total
+    key = (cfg.vision_backbone, cfg.replace_final_stride_with_dilation)
+    pixels = n_cameras * image_hw[0] * image_hw[1]
+    vae_tokens = 1 + int(use_state) + cfg.chunk_size
+    vae_layers = cfg.n_vae_encoder_layers if cfg.use_vae else 0
+    encoder = encoder_layer_bytes(encoder_tokens, cfg, weights)
+    decoder = decoder_layer_bytes(cfg.chunk_size, encoder_tokens, cfg, weights)
+    vae = encoder_layer_bytes(vae_tokens, cfg, weights)
+    if not cfg.gradient_checkpointing:
+        return (pixels * BACKBONE_BYTES_PER_PIXEL[key] + cfg.n_encoder_layers * encoder
+                + cfg.n_decoder_layers * decoder + vae_layers * vae)
+    layer_inputs = 4 * cfg.dim_model * (cfg.n_encoder_layers * encoder_tokens + cfg.n_decoder_layers * cfg.chunk_size
+                                        + vae_layers * vae_tokens)
+    largest = max(pixels * LARGEST_STAGE_BYTES_PER_PIXEL[key], encoder, decoder, vae if vae_layers else 0.0)
+    return pixels * STAGE_INPUT_BYTES_PER_PIXEL[key] + layer_inputs + largest
 
 
 def activation_bytes_per_sample(cfg: ACTConfig, n_cameras: int, image_hw: tuple[int, int], encoder_tokens: int,

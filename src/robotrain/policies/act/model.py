@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from robotrain.data.images import fit_float, to_unit_float
@@ -151,10 +152,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(n_layers))
         self.norm = nn.LayerNorm(cfg.dim_model) if cfg.pre_norm else nn.Identity()
+        self.gradient_checkpointing = cfg.gradient_checkpointing
 
     def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         for layer in self.layers:
-            x = layer(x, pos, key_padding_mask)
+            x = _maybe_checkpoint(self, layer, x, pos, key_padding_mask)
         return self.norm(x)
 
 
@@ -200,11 +202,21 @@ class Decoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
         self.norm = nn.LayerNorm(cfg.dim_model)
+        self.gradient_checkpointing = cfg.gradient_checkpointing
 
     def forward(self, x: Tensor, memory: Tensor, query_pos: Tensor, memory_pos: Tensor) -> Tensor:
         for layer in self.layers:
-            x = layer(x, memory, query_pos, memory_pos)
+            x = _maybe_checkpoint(self, layer, x, memory, query_pos, memory_pos)
         return self.norm(x)
+
+
+def _maybe_checkpoint(stack: Encoder | Decoder, layer: nn.Module, *args: Tensor | None) -> Tensor:
+    """layer(*args), recomputed in backward when the stack checkpoints (training only).
+    Non-reentrant checkpointing restores the RNG state before recomputing, so dropout
+    draws the same masks twice and the gradients are those of the plain forward."""
+    if stack.gradient_checkpointing and stack.training and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
 
 
 # --- the network -------------------------------------------------------------------
@@ -230,6 +242,7 @@ class ACT(nn.Module):
             # Persistent: LeRobot saves it in model.safetensors.
             self.register_buffer("vae_encoder_pos_enc", sinusoidal_1d(n_vae_tokens, d).unsqueeze(0))
         self.backbone = ResNetBackbone(cfg.vision_backbone, cfg.replace_final_stride_with_dilation)
+        self.backbone.gradient_checkpointing = cfg.gradient_checkpointing
         self.encoder = Encoder(cfg, cfg.n_encoder_layers)
         self.decoder = Decoder(cfg)
         if self.use_state:
