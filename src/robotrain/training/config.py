@@ -79,7 +79,9 @@ class TrainConfig:
     device: str = "auto"
     """"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps"."""
     amp: str = "auto"
-    """Mixed precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" (also on CPU), "off"."""
+    """Mixed precision: "auto" (bf16 autocast on CUDA; on a CPU only where it computes bf16
+    natively and was measured faster: training/precision.py; else fp32), "bf16" (also on
+    CPU), "off"."""
     compile: bool = False
     """Run the policy through torch.compile."""
     channels_last: bool = False
