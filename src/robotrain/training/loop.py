@@ -42,6 +42,7 @@ from robotrain.config import flags as config_flags
 from robotrain.checkpoints.store import Checkpointer, init_weights_from, policy_config_to_lerobot
 from robotrain.training.config import TrainConfig
 from robotrain.constants import ACTION, CONFIG_JSON, IMAGENET_MEAN, IMAGENET_STD, METRICS_JSONL, OBS_STATE, ROBOTRAIN_SECTION
+from robotrain.data.batch_loader import BatchedLoader
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
@@ -140,10 +141,20 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(sampler)} training frames "
                           f"per process; lower it")
     skipper, generator = _SkipFirst(sampler), torch.Generator()
+    epoch, offset = divmod(start_step, per_epoch)
+    if config.loader == "batched":  # the same batches, gathered whole in threads (data/batch_loader.py)
+        gatherer = BatchedLoader(dataset)  # type: ignore[arg-type]
+        while True:
+            sampler.set_epoch(epoch)
+            skipper.skip = offset * config.batch_size
+            order = np.fromiter(skipper, dtype=np.int64)
+            batches = (order[i:i + config.batch_size] for i in range(0, len(order) - config.batch_size + 1,
+                                                                     config.batch_size))
+            yield from gatherer.iterate(batches, threads=config.num_workers, pin_memory=pin_memory)
+            epoch, offset = epoch + 1, 0
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=skipper, num_workers=config.num_workers,
                         drop_last=True, pin_memory=pin_memory, generator=generator,
                         persistent_workers=config.num_workers > 0, worker_init_fn=_ignore_sigterm)
-    epoch, offset = divmod(start_step, per_epoch)
     try:
         while True:
             sampler.set_epoch(epoch)
