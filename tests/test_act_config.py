@@ -118,6 +118,22 @@ def test_round_trips_keep_every_field():
     assert ACTConfig.from_lerobot_dict(lerobot).chunk_size == 50
 
 
+def test_gradient_checkpointing_is_ours(tmp_path):
+    """Kept by our files (robotrain_config.json, --config, flags), never written to LeRobot's
+    config.json, and a LeRobot config.json (which lacks it) leaves it off."""
+    from robotrain.training.config import parse_train_config
+
+    cfg = ACTConfig(gradient_checkpointing=True)
+    assert "gradient_checkpointing" not in cfg.to_lerobot_dict()
+    assert ACTConfig.from_lerobot_dict(json.loads(json.dumps(cfg.to_dict()))).gradient_checkpointing
+    assert not ACTConfig.from_lerobot_dict(cfg.to_lerobot_dict()).gradient_checkpointing
+    flags = parse_train_config(["--policy", "act", "--policy.gradient_checkpointing", "true"], check_paths=False)
+    assert flags.policy.gradient_checkpointing
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"policy_type": "act", "policy": flags.policy.to_dict()}))
+    assert parse_train_config(["--config", str(saved)], check_paths=False).policy.gradient_checkpointing
+
+
 def test_local_weights_path_is_not_written_for_lerobot():
     cfg = ACTConfig(pretrained_backbone_weights="/data/resnet18.pth")
     assert cfg.to_lerobot_dict()["pretrained_backbone_weights"] is None

@@ -279,6 +279,39 @@ def test_every_trainable_part_gets_gradients():
     assert no_grad == []
 
 
+def _step(policy: ACTPolicy) -> tuple[torch.Tensor, dict, dict[str, torch.Tensor], torch.Tensor]:
+    torch.manual_seed(1)  # the VAE's noise and the dropout masks
+    loss, metrics = policy(batch())
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+    return loss.detach(), metrics, grads, torch.get_rng_state()
+
+
+def test_gradient_checkpointing_gives_identical_losses_and_gradients():
+    """Every ResNet stage and transformer layer is recomputed in backward, with the same
+    dropout masks: the loss, every gradient and the RNG state after the step are those of
+    the plain forward, to the bit."""
+    plain = make_policy(dropout=0.3).train()
+    checkpointed = make_policy(dropout=0.3, gradient_checkpointing=True).train()
+    calls: dict[str, int] = {}
+    watched = {"conv1": checkpointed.model.backbone.conv1, "layer4": checkpointed.model.backbone.layer4,
+               "encoder": checkpointed.model.encoder.layers[0], "decoder": checkpointed.model.decoder.layers[0],
+               "vae": checkpointed.model.vae_encoder.layers[0]}
+    for name, module in watched.items():
+        module.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    loss_a, metrics_a, grads_a, rng_a = _step(plain)
+    loss_b, metrics_b, grads_b, rng_b = _step(checkpointed)
+    assert calls == dict.fromkeys(watched, 2)  # forward, then the recomputation in backward
+    assert torch.equal(loss_a, loss_b) and metrics_a == metrics_b and torch.equal(rng_a, rng_b)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) == len(list(plain.parameters()))
+    for name, grad in grads_a.items():
+        assert torch.equal(grad, grads_b[name]), name
+    calls.clear()
+    with torch.no_grad():  # inference never recomputes
+        checkpointed.eval().predict_action_chunk(batch())
+    assert calls == {k: 1 for k in watched if k != "vae"}  # no VAE at inference
+
+
 def test_overfits_a_tiny_batch():
     """L1 falls 10x on a fixed batch (backbone frozen to keep this fast on CPU)."""
     torch.manual_seed(0)

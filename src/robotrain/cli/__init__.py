@@ -34,6 +34,7 @@ SUBCOMMAND_MODULES = (
     "robotrain.cli.dataset",
     "robotrain.cli.sim",
     "robotrain.cli.train",
+    "robotrain.cli.plan",
     "robotrain.cli.eval",
     "robotrain.cli.checkpoint",
     "robotrain.cli.report",

@@ -184,6 +184,8 @@ class Policy(nn.Module):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
+    library_bytes: ClassVar[int] = 0
+    """Resident memory of the libraries this policy imports beyond torch (for `robotrain plan`)."""
 
     def __init__(self, config: PolicyConfig, features: PolicyFeatures, stats: Mapping[str, Mapping[str, Any]]):
         super().__init__()
@@ -223,6 +225,13 @@ class Policy(nn.Module):
         they must be the only places those features touch the weights. None (the default)
         means the policy cannot be re-expressed exactly.
         """
+        return None
+
+    def activation_bytes_per_sample(self, device_type: str, amp: bool) -> int | None:
+        """Bytes one training sample adds to the peak of a training step (what forward keeps
+        for backward, and backward's transients) on `device_type` ("cpu", "cuda"), with or
+        without bf16 autocast: `robotrain plan` multiplies it by the batch. It must work on
+        a policy built on the meta device. None (the default): no model, no plan."""
         return None
 
     def optimizer_param_groups(self) -> list[dict[str, Any]]:

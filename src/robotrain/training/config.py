@@ -43,6 +43,7 @@ def _inside(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
 AMP_CHOICES = ("auto", "bf16", "off")
+LOADER_CHOICES = ("dataloader", "batched")
 
 
 @dataclasses.dataclass
@@ -116,7 +117,9 @@ class TrainConfig:
     device: str = "auto"
     """"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or "mps"."""
     amp: str = "auto"
-    """Mixed precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" (also on CPU), "off"."""
+    """Mixed precision: "auto" (bf16 autocast on CUDA; on a CPU only where it computes bf16
+    natively and was measured faster: training/precision.py; else fp32), "bf16" (also on
+    CPU), "off"."""
     compile: bool = False
     """Run the policy through torch.compile."""
     channels_last: bool = False
@@ -131,6 +134,12 @@ class TrainConfig:
     padded left/top); None keeps the policy's own (ACT: "resize", SmolVLA: "pad")."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
+    loader: str = "dataloader"
+    """How training batches are made: "dataloader" (torch's DataLoader, --num-workers
+    processes building them sample by sample) or "batched" (whole batches gathered from the
+    frame cache by --num-workers threads of the training process, nothing pickled:
+    data/batch_loader.py). The same batches either way; "dataloader" stays the default
+    until benchmarks/bench_loader.py has measured both on a quiet machine."""
     frames_on_device: bool = False
     """Copy the whole frame cache into accelerator memory once; DataLoader workers then send
     frame indices and each batch's images are one gather on the device, so image bytes never
@@ -176,6 +185,10 @@ class TrainConfig:
             raise bad("resize-mode", f"must be 'resize' or 'pad', got {self.resize_mode!r}")
         if self.image_size is not None and min(self.image_size) < 1:
             raise bad("image-size", f"must be positive HxW, got {self.image_size}")
+        if self.loader not in LOADER_CHOICES:
+            raise bad("loader", f"must be one of {LOADER_CHOICES}, got {self.loader!r}")
+        if self.loader == "batched" and not self.use_cache:
+            raise bad("loader", "'batched' gathers frames from the frame cache; drop --use-cache false")
         if self.frames_on_device and not self.use_cache:
             raise bad("frames-on-device", "needs the frame cache; drop --use-cache false")
         if self.policy is None:

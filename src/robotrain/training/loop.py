@@ -60,6 +60,7 @@ from robotrain.constants import (
     TRAIN_SAMPLES_PER_S,
     TRAIN_UPDT_S,
 )
+from robotrain.data.batch_loader import BatchedLoader
 from robotrain.data.dataset import LeRobotDataset, split_episodes
 from robotrain.data.device_frames import DeviceFrames
 from robotrain.data.rename import check_policy_names, rename_features
@@ -67,7 +68,9 @@ from robotrain.data.format import load_meta
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
+from robotrain.training.memory import warn_if_over_memory
 from robotrain.training.optim import make_optimizer, make_scheduler
+from robotrain.training.precision import autocast_dtype
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
 from robotrain.system.signals import SigtermHandler
 
@@ -156,10 +159,20 @@ def infinite_batches(dataset: Dataset, config: TrainConfig, rank: int, world: in
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(sampler)} training frames "
                           f"per process; lower it")
     skipper, generator = _SkipFirst(sampler), torch.Generator()
+    epoch, offset = divmod(start_step, per_epoch)
+    if config.loader == "batched":  # the same batches, gathered whole in threads (data/batch_loader.py)
+        gatherer = BatchedLoader(dataset)  # type: ignore[arg-type]
+        while True:
+            sampler.set_epoch(epoch)
+            skipper.skip = offset * config.batch_size
+            order = np.fromiter(skipper, dtype=np.int64)
+            batches = (order[i:i + config.batch_size] for i in range(0, len(order) - config.batch_size + 1,
+                                                                     config.batch_size))
+            yield from gatherer.iterate(batches, threads=config.num_workers, pin_memory=pin_memory)
+            epoch, offset = epoch + 1, 0
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=skipper, num_workers=config.num_workers,
                         drop_last=True, pin_memory=pin_memory, generator=generator,
                         persistent_workers=config.num_workers > 0, worker_init_fn=_ignore_sigterm)
-    epoch, offset = divmod(start_step, per_epoch)
     try:
         while True:
             sampler.set_epoch(epoch)
@@ -260,8 +273,7 @@ def setup_runtime(config: TrainConfig) -> Runtime:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    return Runtime(device=device, rank=rank, world=world, amp_dtype=torch.bfloat16 if amp else None)
+    return Runtime(device=device, rank=rank, world=world, amp_dtype=autocast_dtype(config.amp, device))
 
 
 def seed_everything(seed: int) -> None:
@@ -516,6 +528,8 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
             init_weights_from(policy, config.init_from)  # before anything is written: a bad file costs nothing
         if config.channels_last:
             policy = policy.to(memory_format=torch.channels_last)
+        if rt.is_main:
+            warn_if_over_memory(config, policy, features, int(meta.total_frames))
         train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.image_input())
         optimizer = make_optimizer(policy)
         scheduler = make_scheduler(optimizer, policy.config)

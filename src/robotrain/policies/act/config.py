@@ -4,7 +4,8 @@ The ACT fields mirror LeRobot 0.4.4's `ACTConfig` one to one, so a LeRobot check
 `config.json` loads with `ACTConfig.from_lerobot_dict(json.load(f))` and
 `to_lerobot_dict()` writes a file LeRobot can read back. robotrain adds, at the end:
 `image_size` / `resize_mode` (ACT's biggest cost is 602 encoder tokens at 480x640; see
-shared docs §7) and optional image augmentation for real-robot data (off by default).
+shared docs §7), optional image augmentation for real-robot data (off by default) and
+`gradient_checkpointing`; none of them is written to LeRobot's config.json.
 
 Example:
     >>> cfg = ACTConfig(image_size="240x320", dim_model=256)
@@ -146,6 +147,11 @@ class ACTConfig(PolicyConfig):
     resizes once; batches at another size are resized inside the policy."""
     resize_mode: str = "resize"
     """"resize" stretches to image_size; "pad" keeps the aspect ratio and pads left/top."""
+    gradient_checkpointing: bool = False
+    """Recompute the ResNet stages and the transformer layers in backward
+    (torch.utils.checkpoint) instead of keeping their activations: far less memory per
+    sample for about one more forward pass of compute; losses and gradients are unchanged
+    (the dropout masks are replayed). `robotrain plan` shows the difference."""
     augment: bool = False
     """Random photometric + crop augmentation of training images (real-robot data)."""
     augment_brightness: float = 0.2

@@ -44,11 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from robotrain.data.images import fit_float, to_unit_float
 from robotrain.errors import ConfigError, TrainingError
 from robotrain.policies.normalize import Normalizer
+from robotrain.policies.act import memory as act_memory
 from robotrain.policies.act.augment import ImageAugment
 from robotrain.policies.act.config import ACTConfig
 from robotrain.policies.act.resnet import OUT_CHANNELS, ResNetBackbone
@@ -150,10 +152,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(n_layers))
         self.norm = nn.LayerNorm(cfg.dim_model) if cfg.pre_norm else nn.Identity()
+        self.gradient_checkpointing = cfg.gradient_checkpointing
 
     def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         for layer in self.layers:
-            x = layer(x, pos, key_padding_mask)
+            x = _maybe_checkpoint(self, layer, x, pos, key_padding_mask)
         return self.norm(x)
 
 
@@ -199,11 +202,21 @@ class Decoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
         self.norm = nn.LayerNorm(cfg.dim_model)
+        self.gradient_checkpointing = cfg.gradient_checkpointing
 
     def forward(self, x: Tensor, memory: Tensor, query_pos: Tensor, memory_pos: Tensor) -> Tensor:
         for layer in self.layers:
-            x = layer(x, memory, query_pos, memory_pos)
+            x = _maybe_checkpoint(self, layer, x, memory, query_pos, memory_pos)
         return self.norm(x)
+
+
+def _maybe_checkpoint(stack: Encoder | Decoder, layer: nn.Module, *args: Tensor | None) -> Tensor:
+    """layer(*args), recomputed in backward when the stack checkpoints (training only).
+    Non-reentrant checkpointing restores the RNG state before recomputing, so dropout
+    draws the same masks twice and the gradients are those of the plain forward."""
+    if stack.gradient_checkpointing and stack.training and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
 
 
 # --- the network -------------------------------------------------------------------
@@ -229,6 +242,7 @@ class ACT(nn.Module):
             # Persistent: LeRobot saves it in model.safetensors.
             self.register_buffer("vae_encoder_pos_enc", sinusoidal_1d(n_vae_tokens, d).unsqueeze(0))
         self.backbone = ResNetBackbone(cfg.vision_backbone, cfg.replace_final_stride_with_dilation)
+        self.backbone.gradient_checkpointing = cfg.gradient_checkpointing
         self.encoder = Encoder(cfg, cfg.n_encoder_layers)
         self.decoder = Decoder(cfg)
         if self.use_state:
@@ -415,6 +429,12 @@ class ACTPolicy(Policy):
         (602 for two 480x640 cameras, 162 at 240x320, 100 at 224x224)."""
         h, w = self.model.backbone.output_hw(*self.image_hw)
         return self.model.n_1d_tokens + len(self.camera_keys) * h * w
+
+    def activation_bytes_per_sample(self, device_type: str, amp: bool) -> int:
+        """Calibrated per-sample peak of a training step (`policies/act/memory.py`)."""
+        return act_memory.activation_bytes_per_sample(
+            self.config, len(self.camera_keys), self.image_hw, self.encoder_token_count(), self.model.use_state,
+            device_type, amp)
 
     def normalized_io_layers(self) -> tuple[dict[str, str], dict[str, str]]:
         """State and action touch ACT's weights only through these Linear layers (the

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from robotrain.errors import CheckpointError, ConfigError
 
@@ -90,6 +91,7 @@ class ResNetBackbone(nn.Module):
             raise ConfigError(f"vision_backbone must be one of {sorted(BLOCKS_PER_STAGE)}, got {name!r}")
         self.name = name
         self.dilate_last = dilate_last
+        self.gradient_checkpointing = False  # recompute each stage (stem, layer1..4) in backward
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = FrozenBatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -128,12 +130,19 @@ class ResNetBackbone(nn.Module):
 
         return out(height), out(width)
 
+    def _stem(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 64, H/4, W/4)
+        return self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
+
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 512, h, w)
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        stages = (self._stem, self.layer1, self.layer2, self.layer3, self.layer4)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # Keep only each stage's input; its activations are recomputed in backward.
+            for stage in stages:
+                x = checkpoint(stage, x, use_reentrant=False)
+            return x
+        for stage in stages:
+            x = stage(x)
+        return x
 
     def load_torchvision_weights(self, path: str | Path) -> None:
         """Load a torchvision-format ResNet state dict (.pth/.pt via `torch.load(weights_only=True)`,
