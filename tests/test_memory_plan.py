@@ -108,7 +108,9 @@ def test_cli_text_and_user_errors(capsys) -> None:
     assert "dataset directory not found" in capsys.readouterr().err
 
 
-def test_train_warns_before_building_the_data(tmp_path, monkeypatch, caplog) -> None:
+def test_train_refuses_a_run_that_will_not_fit_before_building_the_data(tmp_path, monkeypatch, caplog) -> None:
+    """Issue 22, family 6: the estimate and what would fit, before the data exists;
+    --memory-check warn logs the same line and goes on; a run that fits says nothing."""
     source = SyntheticSource(image_hw=(32, 32))
 
     def stop_here(*args, **kwargs):
@@ -116,10 +118,17 @@ def test_train_warns_before_building_the_data(tmp_path, monkeypatch, caplog) -> 
 
     monkeypatch.setattr(source, "datasets", stop_here)
     monkeypatch.setattr(memory, "device_total_memory", lambda device: 2**20)
-    config = parse_train_config([*TINY_ACT, "--output-dir", str(tmp_path / "run"), "--steps", "1"],
-                                check_paths=False)
-    with caplog.at_level(logging.WARNING), pytest.raises(ConfigError, match="stopped before the data"):
+    argv = [*TINY_ACT, "--output-dir", str(tmp_path / "run"), "--steps", "1"]
+    config = parse_train_config(argv, check_paths=False)
+    with pytest.raises(ConfigError, match="predicted peak memory") as refused:
         train(config, data=source)
+    message = str(refused.value)
+    assert "\n" not in message and "largest batch that fits" in message and "--memory-check warn" in message
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+    warn = parse_train_config([*argv, "--memory-check", "warn"], check_paths=False)
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigError, match="stopped before the data"):
+        train(warn, data=source)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "predicted peak memory" in warnings[0] and "largest batch" in warnings[0]
 
@@ -128,3 +137,8 @@ def test_train_warns_before_building_the_data(tmp_path, monkeypatch, caplog) -> 
     with caplog.at_level(logging.WARNING), pytest.raises(ConfigError, match="stopped before the data"):
         train(config, data=source)
     assert not [r for r in caplog.records if "predicted peak memory" in r.getMessage()]
+
+
+def test_memory_check_choices_are_checked() -> None:
+    with pytest.raises(ConfigError, match="memory-check"):
+        parse_train_config([*TINY_ACT, "--output-dir", "x", "--memory-check", "maybe"], check_paths=False)

@@ -43,6 +43,7 @@ def _inside(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
 AMP_CHOICES = ("auto", "bf16", "off")
+MEMORY_CHECK_CHOICES = ("error", "warn", "off")
 LOADER_CHOICES = ("dataloader", "batched")
 
 
@@ -132,6 +133,11 @@ class TrainConfig:
     resize_mode: str | None = None
     """Shortcut for the policy's resize mode: "resize" (stretch) or "pad" (aspect kept,
     padded left/top); None keeps the policy's own (ACT: "resize", SmolVLA: "pad")."""
+    memory_check: str = "error"
+    """When `robotrain plan`'s prediction for this run exceeds the device's memory (the RAM
+    on a CPU): "error" stops before the data and the optimiser exist, naming the estimate
+    and the largest batch that fits; "warn" logs that and goes on (the prediction is
+    within ~15% of measured peaks, see docs/benchmarks.md); "off" skips the prediction."""
     use_cache: bool = True
     """Decode videos once into a memory-mapped uint8 cache (else decode per sample)."""
     loader: str = "dataloader"
@@ -189,6 +195,8 @@ class TrainConfig:
             raise bad("loader", f"must be one of {LOADER_CHOICES}, got {self.loader!r}")
         if self.loader == "batched" and not self.use_cache:
             raise bad("loader", "'batched' gathers frames from the frame cache; drop --use-cache false")
+        if self.memory_check not in MEMORY_CHECK_CHOICES:
+            raise bad("memory-check", f"must be one of {MEMORY_CHECK_CHOICES}, got {self.memory_check!r}")
         if self.frames_on_device and not self.use_cache:
             raise bad("frames-on-device", "needs the frame cache; drop --use-cache false")
         if self.policy is None:

@@ -68,7 +68,7 @@ from robotrain.data.format import load_meta
 from robotrain.errors import ConfigError, TrainingError, TrainingStopped
 from robotrain.evaluation.offline import batch_to_device, offline_action_error
 from robotrain.system.files import atomic_write_json, atomic_write_text, lock_folder
-from robotrain.training.memory import warn_if_over_memory
+from robotrain.training.memory import check_memory
 from robotrain.training.optim import make_optimizer, make_scheduler
 from robotrain.training.precision import autocast_dtype
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
@@ -528,8 +528,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
             init_weights_from(policy, config.init_from)  # before anything is written: a bad file costs nothing
         if config.channels_last:
             policy = policy.to(memory_format=torch.channels_last)
-        if rt.is_main:
-            warn_if_over_memory(config, policy, features, int(meta.total_frames))
+        check_memory(config, policy, features, int(meta.total_frames))  # before the data, batches, optimiser
         train_ds, val_ds = data.datasets(policy.delta_timestamps(), config.image_input())
         optimizer = make_optimizer(policy)
         scheduler = make_scheduler(optimizer, policy.config)

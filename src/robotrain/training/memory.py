@@ -245,14 +245,23 @@ def dataset_layout(dataset: str) -> tuple[PolicyFeatures, int]:
     return policy_features(meta), int(meta.total_frames)
 
 
-def warn_if_over_memory(config: TrainConfig, policy: Policy, features: PolicyFeatures, total_frames: int) -> None:
-    """One warning line when the plan says this run will not fit the device's memory
-    (`robotrain train` calls it before building the data); silent for policies without a
-    memory model and where the device's memory cannot be read."""
-    if policy.activation_bytes_per_sample("cpu", False) is None:
+def check_memory(config: TrainConfig, policy: Policy, features: PolicyFeatures, total_frames: int) -> None:
+    """`robotrain train` asks this before building the data: when the plan says the run
+    will not fit the device's memory, a one-line ConfigError with the estimate and the
+    largest batch that fits (`--memory-check warn`: the same line as a warning). Silent
+    for policies without a memory model and where the device's memory cannot be read.
+    Deterministic, so every process of a torchrun job decides alike."""
+    if config.memory_check == "off" or policy.activation_bytes_per_sample("cpu", False) is None:
         return
     plan = plan_memory(config, features, total_frames, policy=policy)
-    if plan.fits is False:
-        logger.warning("predicted peak memory %.1f GiB exceeds the %s (%.1f GiB); the largest batch that fits is "
-                       "about %d (`robotrain plan` with these flags shows the terms)",
-                       plan.peak_bytes / 2**30, plan.budget_source, (plan.budget or 0) / 2**30, plan.max_batch)
+    if plan.fits is not False:
+        return
+    gib = 2**30
+    fits = (f"the largest batch that fits is about {plan.max_batch} (--batch-size {plan.max_batch})"
+            if plan.max_batch else "the largest batch that fits is 0: lower --image-size or try --policy.gradient_checkpointing true")
+    message = (f"predicted peak memory {plan.peak_bytes / gib:.1f} GiB for batch {plan.batch_size} exceeds the "
+               f"{plan.budget_source} ({(plan.budget or 0) / gib:.1f} GiB); {fits}. `robotrain plan` with these "
+               f"flags shows the terms")
+    if config.memory_check == "error":
+        raise ConfigError(f"{message}; --memory-check warn runs it anyway")
+    logger.warning("%s", message)
