@@ -65,6 +65,19 @@ def make_dataset(root: Path, episodes: int, frames: int, h: int, w: int, codec: 
             writer.add_episode(SO101_TASK, state, action, images)
 
 
+def samples_per_s(it, batches: int) -> float:
+    """Samples/s over the next `batches` batches of `it` (fewer where it ends first)."""
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        n += batch["action"].shape[0]
+    return n / (time.perf_counter() - t0)
+
+
 def throughput(ds: LeRobotDataset, batches: int, batch_size: int, workers: int,
                size: tuple[int, int] = (240, 320)) -> float:
     """Samples/s through a shuffled DataLoader, after one warm-up batch (worker start-up)."""
@@ -74,15 +87,7 @@ def throughput(ds: LeRobotDataset, batches: int, batch_size: int, workers: int,
     it = iter(loader)
     first = next(it)
     assert first["observation.images.front"].shape[-2:] == size, first["observation.images.front"].shape
-    t0 = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        try:
-            batch = next(it)
-        except StopIteration:
-            break
-        n += batch["action"].shape[0]
-    return n / (time.perf_counter() - t0)
+    return samples_per_s(it, batches)
 
 
 def throughput_batched(ds: LeRobotDataset, batches: int, batch_size: int, threads: int, seed: int) -> float:
@@ -92,16 +97,9 @@ def throughput_batched(ds: LeRobotDataset, batches: int, batch_size: int, thread
     it = BatchedLoader(ds).iterate(positions, threads=threads)
     first = next(it)
     assert first["observation.images.front"].dtype == torch.uint8
-    t0 = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        try:
-            batch = next(it)
-        except StopIteration:
-            break
-        n += batch["action"].shape[0]
+    rate = samples_per_s(it, batches)
     it.close()
-    return n / (time.perf_counter() - t0)
+    return rate
 
 
 def compare_batched(root: Path, cache_dir: Path, sizes: list[tuple[int, int]], args: argparse.Namespace) -> None:
