@@ -38,13 +38,13 @@ def encoder_tokens(policy_type: str, dataset: str, size: tuple[int, int], extra:
     from robotrain.training.config import parse_train_config
     from robotrain.data.format import load_meta
     from robotrain.policies import get_policy_class
-    from robotrain.training.loop import policy_features
+    from robotrain.policies.base import PolicyFeatures
 
     config = parse_train_config(["--policy", policy_type, "--dataset", dataset,
                                  "--image-size", f"{size[0]}x{size[1]}", *extra])
     meta = load_meta(dataset)
     with torch.device("meta"):
-        policy = get_policy_class(policy_type)(config.policy, policy_features(meta), meta.stats)
+        policy = get_policy_class(policy_type)(config.policy, PolicyFeatures.from_meta(meta), meta.stats)
     if hasattr(policy, "encoder_token_count"):
         return int(policy.encoder_token_count())
     cams = len(meta.camera_keys)  # ResNet stride 32 + latent and state tokens (ACT's layout)

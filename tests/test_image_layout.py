@@ -15,7 +15,7 @@ from dataset_helpers import FRONT, V21, V30, WRIST, declare_channel_first, edit_
 from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.format import image_hwc, load_meta, validate_dataset
 from robotrain.errors import DatasetError
-from robotrain.training.loop import policy_features
+from robotrain.policies.base import PolicyFeatures
 
 
 @pytest.fixture(params=[(V30, "channels"), (V21, "channel")], ids=["v30", "v21-channel"])
@@ -40,7 +40,7 @@ def test_channel_first_validates_and_reads_like_the_original(channel_first, tmp_
     assert validate_dataset(root) == []
     meta = load_meta(root)
     assert meta.camera_shape(FRONT) == meta.camera_shape(WRIST) == (96, 128, 3)
-    assert policy_features(meta).image_shape == (3, 96, 128)
+    assert PolicyFeatures.from_meta(meta).image_shape == (3, 96, 128)
     for use_cache, size in ((True, (48, 64)), (False, None)):
         kwargs = dict(delta_timestamps={FRONT: [-1 / 30, 0.0]}, image_size=size, use_cache=use_cache,
                       cache_dir=tmp_path / "cache", progress=False)

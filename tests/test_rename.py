@@ -20,7 +20,8 @@ from robotrain.data.format import load_meta, validate_dataset
 from robotrain.data.rename import parse_rename, rename_features
 from robotrain.errors import ConfigError
 from robotrain.training.config import parse_train_config
-from robotrain.training.loop import LeRobotSource, policy_features
+from robotrain.policies.base import PolicyFeatures
+from robotrain.training.loop import LeRobotSource
 
 EXPORTED = {OBS_STATE: "state", ACTION: "actions", FRONT: "image", WRIST: "wrist_image"}
 RENAME = {v: k for k, v in EXPORTED.items()}
@@ -58,7 +59,7 @@ def test_renamed_dataset_reads_like_the_original(exported: Path, lerobot_fixture
     assert list(meta.features) == list(original.features) and meta.camera_keys == original.camera_keys
     assert meta.stored_name(FRONT) == "image" and meta.stored_name("timestamp") == "timestamp"
     assert set(meta.stats) == set(original.stats)
-    assert policy_features(meta) == policy_features(original)
+    assert PolicyFeatures.from_meta(meta) == PolicyFeatures.from_meta(original)
     for use_cache in (True, False):
         kwargs = dict(delta_timestamps={ACTION: [0.0, 1 / 30]}, image_size=(32, 32), use_cache=use_cache,
                       cache_dir=tmp_path / "c", progress=False)

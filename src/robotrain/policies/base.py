@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from robotrain.config import flags as config_flags
 from robotrain.constants import ACTION, OBS_STATE
+from robotrain.data.format import DatasetMeta, image_hwc
 from robotrain.errors import ConfigError
 
 Batch = Mapping[str, Any]
@@ -55,6 +56,19 @@ class PolicyFeatures:
         for key in self.camera_keys:
             inputs[key] = {"type": "VISUAL", "shape": list(self.image_shape)}
         return {"input_features": inputs, "output_features": {ACTION: {"type": "ACTION", "shape": [self.action_dim]}}}
+
+    @classmethod
+    def from_meta(cls, meta: DatasetMeta) -> PolicyFeatures:
+        """What a policy trained on this dataset is built for; images are the recorded
+        (C, H, W), read in either layout (the policy config says what size it is fed at)."""
+        cameras = tuple(meta.camera_keys)
+        if cameras:
+            height, width, channels = image_hwc(meta.features[cameras[0]], cameras[0])
+            shape = (channels, height, width)
+        else:
+            shape = (3, 0, 0)
+        return cls(state_dim=int(meta.state_dim), action_dim=int(meta.action_dim), camera_keys=cameras,
+                   image_shape=shape, fps=int(meta.fps))
 
     @classmethod
     def from_lerobot(cls, config: Mapping[str, Any], fps: int = 30) -> PolicyFeatures:

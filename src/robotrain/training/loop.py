@@ -223,21 +223,6 @@ def training_stats(stats: Mapping[str, Mapping[str, Any]], camera_keys: tuple[st
     return out
 
 
-def policy_features(meta: Any) -> PolicyFeatures:
-    """What the policy is built for; images are the recorded (C, H, W) (the policy config
-    says what size it is fed at)."""
-    from robotrain.data.format import image_hwc
-
-    cameras = tuple(meta.camera_keys)
-    if cameras:
-        height, width, channels = image_hwc(meta.features[cameras[0]], cameras[0])  # either layout
-        shape = (channels, height, width)
-    else:
-        shape = (3, 0, 0)
-    return PolicyFeatures(state_dim=int(meta.state_dim), action_dim=int(meta.action_dim), camera_keys=cameras,
-                          image_shape=shape, fps=int(meta.fps))
-
-
 # --- runtime: device, processes, precision ----------------------------------------------------
 
 
@@ -521,7 +506,7 @@ def train(config: TrainConfig, data: DataSource | None = None) -> Path:
         data = data or LeRobotSource(config)
         meta = data.meta
         seed_everything(config.seed)  # identical initial weights on every process
-        features = policy_features(meta)
+        features = PolicyFeatures.from_meta(meta)
         stats = training_stats(meta.stats, tuple(meta.camera_keys), config.use_imagenet_stats)
         policy = get_policy_class(config.policy_type)(config.policy, features, stats).to(rt.device)
         if config.init_from and not config.resume:  # fine-tuning; a resumed run holds its own weights

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from robotrain.constants import ACTION, OBS_STATE
+from robotrain.data.format import load_meta
 from robotrain.errors import ConfigError
 from robotrain.policies import Policy, PolicyFeatures, get_policy_class
 from robotrain.training.config import TrainConfig
@@ -236,13 +237,10 @@ def plan_memory(config: TrainConfig, features: PolicyFeatures | None = None, tot
 
 def dataset_layout(dataset: str) -> tuple[PolicyFeatures, int]:
     """(features, total frames) of a local dataset, read from its meta files only."""
-    from robotrain.data.format import load_meta
-    from robotrain.training.loop import policy_features
-
     if not Path(dataset).is_dir():
         raise ConfigError("dataset directory not found (--dataset)", dataset)
     meta = load_meta(dataset)
-    return policy_features(meta), int(meta.total_frames)
+    return PolicyFeatures.from_meta(meta), int(meta.total_frames)
 
 
 def check_memory(config: TrainConfig, policy: Policy, features: PolicyFeatures, total_frames: int) -> None:
