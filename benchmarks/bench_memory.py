@@ -43,6 +43,8 @@ POINTS: dict[str, list[str]] = {
     "act-ckpt-off": ["--policy", "act", "--image-size", "240x320", "--batch-size", "8"],
     "act-ckpt-on": ["--policy", "act", "--image-size", "240x320", "--batch-size", "8",
                     "--policy.gradient_checkpointing", "true"],
+    "smolvla-ckpt-off": ["--preset", "smolvla_sim", "--batch-size", "32"],
+    "smolvla-ckpt-on": ["--preset", "smolvla_sim", "--batch-size", "32", "--policy.gradient_checkpointing", "true"],
 }
 # The children feed batches themselves: no DataLoader workers to predict.
 POINTS = {name: flags + ["--num-workers", "0"] for name, flags in POINTS.items()}
@@ -162,10 +164,11 @@ def main() -> int:
         print(f"| {r['point']} | `{r['flags']}` | {r['predicted_bytes'] / 2**20:,.0f} MiB | "
               f"{r['measured_bytes'] / 2**20:,.0f} MiB | {r['error']:+.1%} |")
     by_name = {r["point"]: r for r in rows}
-    if "act-ckpt-off" in by_name and "act-ckpt-on" in by_name:
-        off, on = by_name["act-ckpt-off"], by_name["act-ckpt-on"]
-        print(f"gradient checkpointing: peak x{on['measured_bytes'] / off['measured_bytes']:.2f}, "
-              f"step time x{on['step_s'] / off['step_s']:.2f} (one run each: time only on a quiet machine)")
+    for policy in ("act", "smolvla"):
+        off, on = by_name.get(f"{policy}-ckpt-off"), by_name.get(f"{policy}-ckpt-on")
+        if off and on:
+            print(f"{policy} gradient checkpointing: peak x{on['measured_bytes'] / off['measured_bytes']:.2f}, "
+                  f"step time x{on['step_s'] / off['step_s']:.2f} (one run each: time only on a quiet machine)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
