@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, default=None, help=f"expert episodes to record (default {d.episodes})")
     parser.add_argument("--steps", type=int, default=None, help=f"ACT training steps (default {d.steps})")
     parser.add_argument("--batch-size", type=int, default=None, help=f"samples per step (default {d.batch_size})")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, default=None,
                         help=f"closed-loop sim episodes (default {d.eval_episodes})")
     parser.add_argument("--videos", type=int, default=None, help=f"videos of the first eval episodes (default {d.videos})")
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = quick_demo_config(args.out) if args.quick else DemoConfig(out=args.out)
-    for name in ("episodes", "steps", "batch_size", "eval_episodes", "videos", "workers"):
+    for name in ("episodes", "steps", "batch_size", "seed", "eval_episodes", "videos", "workers"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

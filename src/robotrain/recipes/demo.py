@@ -51,6 +51,8 @@ class DemoConfig:
     """ACT optimizer steps."""
     batch_size: int = 8
     """Samples per step."""
+    seed: int | None = None
+    """Training seed (initial weights, sample order, dropout); None: the preset's (1000)."""
     eval_episodes: int = 30
     """Closed-loop sim episodes for the success rate."""
     videos: int = 2
@@ -112,6 +114,8 @@ def demo_recipe(cfg: DemoConfig) -> Recipe:
         ensemble = {"n_action_steps": 1, "temporal_ensemble_coeff": 0.01}
     train: dict[str, Any] = {"preset": "act_sim_demo", "steps": cfg.steps, "batch_size": cfg.batch_size,
                              "image_size": list(cfg.image_size), "policy": policy}
+    if cfg.seed is not None:
+        train["seed"] = cfg.seed
     if cfg.quick:
         train.update(num_workers=0, log_freq=1, eval_freq=0, save_freq=0, tensorboard=False)
     return Recipe(name="demo", description="robotrain demo", record=record, train=train,
