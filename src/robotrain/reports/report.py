@@ -99,7 +99,8 @@ def _median(values: list[float]) -> float | None:
 
 
 def throughput_rows(runs: list[RunData]) -> list[list[str]]:
-    """One row per run: medians over training lines (the first, warm-up line excluded)."""
+    """One row per run: medians over training lines (the first, warm-up line excluded); the
+    wall time from the first to the last logged line (ours log a clock time; LeRobot's logs do not)."""
     rows = []
     for run in runs:
         recs = run.train[1:] if len(run.train) > 2 else run.train
@@ -112,6 +113,8 @@ def throughput_rows(runs: list[RunData]) -> list[list[str]]:
         mem = [r[TRAIN_PEAK_MEM_MB] for r in run.train if TRAIN_PEAK_MEM_MB in r]
         data_share = f"{100 * data / step_s:.0f}%" if (data is not None and step_s) else "—"
         last_step = run.train[-1]["step"] if run.train else None
+        times = [r["time"] for r in run.train if isinstance(r.get("time"), (int, float))]
+        wall_min = (times[-1] - times[0]) / 60 if len(times) > 1 else None
         rows.append(
             [
                 run.label,
@@ -126,6 +129,7 @@ def throughput_rows(runs: list[RunData]) -> list[list[str]]:
                 data_share,
                 _fmt(sps, 1),
                 _fmt(max(mem), 0) if mem else "—",
+                _fmt(wall_min, 0),
             ]
         )
     return rows
@@ -133,7 +137,7 @@ def throughput_rows(runs: list[RunData]) -> list[list[str]]:
 
 THROUGHPUT_HEADERS = [
     "run", "source", "policy", "device", "batch size", "steps", "step time (s)",
-    "updt_s", "data_s", "data share", "samples/s", "peak mem (MB)",
+    "updt_s", "data_s", "data share", "samples/s", "peak mem (MB)", "train wall (min)",
 ]
 
 
@@ -368,7 +372,8 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path) -> Report
         md.append(
             "Medians over logged training lines (the first, warm-up line excluded). "
             "`updt_s` = forward + backward + optimizer step, `data_s` = time waiting for the batch "
-            "(LeRobot's definitions); step time = updt_s + data_s."
+            "(LeRobot's definitions); step time = updt_s + data_s; train wall = first to last logged "
+            "line (in-training offline evaluations included)."
         )
         md += ["", md_table(THROUGHPUT_HEADERS, throughput_rows(trained))]
     else:
