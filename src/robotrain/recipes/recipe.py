@@ -21,7 +21,6 @@ module (`robotrain recipe list`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 import tomllib
@@ -32,7 +31,10 @@ from typing import Any
 from robotrain.config.flags import from_dict, merge
 from robotrain.constants import EVAL_INFO_JSON
 from robotrain.errors import ConfigError
-from robotrain.system.files import atomic_write_json
+from robotrain.system.files import atomic_write_json, read_json
+
+# The stages import torch, MuJoCo and matplotlib inside their functions: `robotrain --help`
+# imports this module (through cli/demo.py and cli/recipe.py) and must stay light.
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 RECIPE_SUFFIX = ".toml"
@@ -213,7 +215,7 @@ def eval_stage(recipe: Recipe, run_dir: Path, progress: bool = True) -> tuple[di
     out = default_eval_dir(ckpt, overrides)
     info_path = out / EVAL_INFO_JSON
     if info_path.is_file():
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, ConfigError, expect=dict)
         agg = info.get("aggregated", {})
         if agg.get("n_episodes") == spec.episodes and (agg.get("seeds") or [None])[0] == spec.seed:
             print(f"reusing evaluation {info_path}")
