@@ -144,8 +144,10 @@ class TrainConfig:
     """How training batches are made: "dataloader" (torch's DataLoader, --num-workers
     processes building them sample by sample) or "batched" (whole batches gathered from the
     frame cache by --num-workers threads of the training process, nothing pickled:
-    data/batch_loader.py). The same batches either way; "dataloader" stays the default
-    until benchmarks/bench_loader.py has measured both on a quiet machine."""
+    data/batch_loader.py). The same batches either way. Measured on 2 cores
+    (benchmarks/bench_loader.py, docs/benchmarks.md): 4.1x DataLoader's samples/s at
+    2x240x320 and 4.7x at 2x480x640; "dataloader" stays the default because on a CPU the
+    loader is 1-2% of an ACT step, until a GPU training run shows the gain end to end."""
     frames_on_device: bool = False
     """Copy the whole frame cache into accelerator memory once; DataLoader workers then send
     frame indices and each batch's images are one gather on the device, so image bytes never
