@@ -52,7 +52,8 @@ def act(size: tuple[int, int], steps: int, warmup: int, batch_size: int) -> dict
                     pretrained_backbone_weights=None, device="cpu")
     torch.manual_seed(0)
     policy = ACTPolicy(cfg).train()
-    opt = torch.optim.AdamW(policy.get_optim_params(), lr=cfg.optimizer_lr, weight_decay=cfg.optimizer_weight_decay)
+    preset = cfg.get_optimizer_preset()  # what lerobot-train builds: AdamW, lr, weight decay, clip norm
+    opt = torch.optim.AdamW(policy.get_optim_params(), lr=preset.lr, weight_decay=preset.weight_decay)
     g = torch.Generator().manual_seed(0)
     batch = {cam: torch.randn(batch_size, 3, *size, generator=g) for cam in CAMERAS}
     batch["observation.state"] = torch.randn(batch_size, 6, generator=g)
@@ -63,7 +64,7 @@ def act(size: tuple[int, int], steps: int, warmup: int, batch_size: int) -> dict
         t0 = time.perf_counter()
         loss, _ = policy.forward(batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optimizer_grad_clip_norm)
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), preset.grad_clip_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if i >= warmup:
