@@ -17,6 +17,7 @@ from conftest import one_line_error, run_cli
 from dataset_helpers import FRONT, V21, V30, rewrite_v30_episodes, v30_data, writable_copy
 
 from robotrain.data.format import validate_dataset
+from train_helpers import TINY_ACT_FLAGS
 
 TASKS = ["Pick up the cube and place it in the bowl", "Push the cube to the left"]
 
@@ -111,10 +112,7 @@ CASES = {
     "stats_stale_wide": (V30, _stale_wide, "stats of 'observation.state' do not describe the data"),
 }
 
-TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
-            "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",
-            "--policy.n_action_steps", "5", "--image-size", "32x32", "--steps", "1", "--batch-size", "2",
-            "--num-workers", "0", "--eval-freq", "0"]
+TINY_ACT = [*TINY_ACT_FLAGS, "--steps", "1", "--batch-size", "2", "--num-workers", "0", "--eval-freq", "0"]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -15,6 +15,7 @@ from dataset_helpers import V21, V30, writable_copy
 from test_writer import write_dataset
 
 from robotrain.data.format import load_frame_table, load_meta, validate_dataset
+from train_helpers import TINY_ACT_FLAGS as TINY_ACT
 
 NO_EPISODES = "the dataset has no episodes: nothing to train or evaluate on"
 NO_FRAMES = "episode 0: field 'length' must be > 0, got 0"
@@ -81,11 +82,6 @@ def test_one_frame_episodes_validate_and_read(one_frame_episodes: Path, tmp_path
     item = ds[0]  # a whole episode: its one action, the rest of the window padded
     assert item["action_is_pad"].tolist() == [False, True, True]
     assert np.array_equal(item["action"][1].numpy(), item["action"][0].numpy())
-
-
-TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
-            "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",
-            "--policy.n_action_steps", "5", "--image-size", "32x32"]
 
 
 @pytest.mark.slow

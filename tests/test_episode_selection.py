@@ -23,6 +23,7 @@ from robotrain.data.format import load_frame_table, load_meta, validate_dataset
 from robotrain.errors import ConfigError, DatasetError
 from robotrain.training.config import parse_train_config
 from robotrain.training.loop import LeRobotSource
+from train_helpers import TINY_ACT_FLAGS as TINY_ACT
 
 LENGTHS = (12, 15, 9, 10, 11)
 CHUNK = [i / 30 for i in range(5)]
@@ -134,11 +135,6 @@ def test_cli_cache_and_convert_take_episodes(partial: Path, tmp_path: Path) -> N
         assert y["index"].item() == i and y["episode_index"].item() == [0, 1, 2][(i >= 12) + (i >= 21)]
         for key in (ACTION, "observation.state", "timestamp", "frame_index", FRONT):
             assert torch.equal(x[key], y[key])
-
-
-TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
-            "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",
-            "--policy.n_action_steps", "5", "--image-size", "32x32"]
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from robotrain.data.dataset import LeRobotDataset
 from robotrain.data.format import image_hwc, load_meta, validate_dataset
 from robotrain.errors import DatasetError
 from robotrain.policies.base import PolicyFeatures
+from train_helpers import TINY_ACT_FLAGS as TINY_ACT
 
 
 @pytest.fixture(params=[(V30, "channels"), (V21, "channel")], ids=["v30", "v21-channel"])
@@ -93,11 +94,6 @@ def test_conversion_of_a_channel_first_v21_writes_lerobots_layout(lerobot_fixtur
     b = LeRobotDataset(tmp_path / "v30", use_cache=False)
     for i in (0, 60, 134):
         assert torch.equal(a[i][FRONT], b[i][FRONT])
-
-
-TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
-            "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",
-            "--policy.n_action_steps", "5", "--image-size", "32x32"]
 
 
 @pytest.mark.slow

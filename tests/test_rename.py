@@ -22,6 +22,7 @@ from robotrain.errors import ConfigError
 from robotrain.training.config import parse_train_config
 from robotrain.policies.base import PolicyFeatures
 from robotrain.training.loop import LeRobotSource
+from train_helpers import TINY_ACT_FLAGS as TINY_ACT
 
 EXPORTED = {OBS_STATE: "state", ACTION: "actions", FRONT: "image", WRIST: "wrist_image"}
 RENAME = {v: k for k, v in EXPORTED.items()}
@@ -96,11 +97,6 @@ def test_cli_cache_takes_the_map(exported: Path, tmp_path: Path) -> None:
                   "--cache-dir", str(tmp_path / "c"))
     assert out.returncode == 0, out.stderr
     assert f"{FRONT:<28} 123 frames x 32x32" in out.stdout
-
-
-TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
-            "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",
-            "--policy.n_action_steps", "5", "--image-size", "32x32"]
 
 
 @pytest.mark.slow

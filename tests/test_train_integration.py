@@ -17,10 +17,7 @@ pytest.importorskip("robotrain.policies.act.model")
 from robotrain.checkpoints.store import load_policy  # noqa: E402
 from robotrain.training.config import parse_train_config  # noqa: E402
 from robotrain.training.loop import train  # noqa: E402
-
-TINY_ACT = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64", "--policy.n_heads", "2",
-            "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1", "--policy.chunk_size", "5",
-            "--policy.n_action_steps", "5", "--image-size", "32x32"]
+from train_helpers import TINY_ACT_FLAGS as TINY_ACT
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,11 @@ from robotrain.policies import POLICY_CLASSES, Policy, PolicyConfig, PolicyFeatu
 
 CAMERA = "observation.images.front"
 
+TINY_ACT_FLAGS = ["--policy", "act", "--policy.dim_model", "32", "--policy.dim_feedforward", "64",
+                  "--policy.n_heads", "2", "--policy.n_encoder_layers", "1", "--policy.n_vae_encoder_layers", "1",
+                  "--policy.chunk_size", "5", "--policy.n_action_steps", "5", "--image-size", "32x32"]
+"""`robotrain train` flags for an ACT small enough to train a few steps in a test (32x32 frames)."""
+
 
 @dataclass
 class TinyConfig(PolicyConfig):
