@@ -50,6 +50,8 @@ def is_image_key(key: str) -> bool:
 # --- metric keys: metrics.jsonl lines, written by training/loop.py and ----------------
 # evaluation/offline.py, read by reports/. Users' runs hold these names on disk: renaming
 # one makes `robotrain report` blind to every older run.
+LOGGED_AT = "time"
+"""Every metrics.jsonl line: the wall clock (seconds since the epoch) when it was written."""
 TRAIN_PREFIX = "train/"
 # train/<name> is the mean over a log interval of what train_step returns under <name>:
 # "loss", the policy's loss components (e.g. train/l1_loss), "grad_norm", "lr".

@@ -32,6 +32,7 @@ from robotrain.constants import (
     EVAL_ACTION_ERROR_PER_JOINT,
     EVAL_BASELINE_ACTION_ERROR,
     EVAL_FIRST_ACTION_ERROR,
+    LOGGED_AT,
     SO101_JOINT_NAMES,
     TRAIN_DATA_S,
     TRAIN_GRAD_NORM,
@@ -113,7 +114,7 @@ def throughput_rows(runs: list[RunData]) -> list[list[str]]:
         mem = [r[TRAIN_PEAK_MEM_MB] for r in run.train if TRAIN_PEAK_MEM_MB in r]
         data_share = f"{100 * data / step_s:.0f}%" if (data is not None and step_s) else "—"
         last_step = run.train[-1]["step"] if run.train else None
-        times = [r["time"] for r in run.train if isinstance(r.get("time"), (int, float))]
+        times = [r[LOGGED_AT] for r in run.train if isinstance(r.get(LOGGED_AT), (int, float))]
         wall_min = (times[-1] - times[0]) / 60 if len(times) > 1 else None
         rows.append(
             [

@@ -48,6 +48,7 @@ from robotrain.constants import (
     CONFIG_JSON,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LOGGED_AT,
     METRICS_JSONL,
     OBS_STATE,
     ROBOTRAIN_SECTION,
@@ -329,7 +330,7 @@ class MetricsLogger:
     def write(self, record: Mapping[str, Any]) -> None:
         if self.file is None:
             return
-        self.file.write(json.dumps({**record, "time": time.time()}) + "\n")
+        self.file.write(json.dumps({**record, LOGGED_AT: time.time()}) + "\n")
         self.file.flush()
         if self.tb is not None:
             for key, value in record.items():
