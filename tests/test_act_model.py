@@ -176,6 +176,23 @@ def test_layers_equal_torch_transformer_layers_without_positions(pre_norm):
     torch.testing.assert_close(dec(q, mem, None, None), ref_dec(q, mem), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_vae_encoder_computes_its_cls_token_alone(pre_norm):
+    """The VAE encoder's last layer computes token 0 only (the one the latent is read
+    from): its output equals token 0 of the full computation, padding mask included."""
+    cfg = tiny_config(pre_norm=pre_norm, n_vae_encoder_layers=2)
+    torch.manual_seed(0)
+    policy = ACTPolicy(cfg, features(64, 80), stats()).eval()
+    encoder = policy.model.vae_encoder
+    x, pos = torch.randn(3, 10, 32), torch.randn(1, 10, 32)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[1, 6:] = True
+    full = encoder(x, pos, key_padding_mask=mask)
+    first = encoder(x, pos, key_padding_mask=mask, first_token_only=True)
+    assert first.shape == (3, 1, 32)
+    torch.testing.assert_close(first[:, 0], full[:, 0], rtol=1e-5, atol=1e-5)
+
+
 def test_position_embeddings():
     t = sinusoidal_1d(5, 8)
     assert t[0].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robotrain.training.optim import cosine_with_warmup_factor, make_scheduler
+from robotrain.training.optim import cosine_with_warmup_factor, make_optimizer, make_scheduler
 
 from train_helpers import TinyConfig
 
@@ -46,3 +46,26 @@ def test_scheduler_scales_every_group() -> None:
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(lr_at(3))
     assert make_scheduler(opt, TinyConfig()) is None
+
+
+def test_adamw_is_fused_on_a_cpu_and_steps_like_the_plain_one() -> None:
+    """One fused kernel per step on CPU/CUDA; the same update as PyTorch's default AdamW."""
+    from act_testutils import features, stats, tiny_config
+    from robotrain.policies.act.model import ACTPolicy
+
+    torch.manual_seed(0)
+    policy = ACTPolicy(tiny_config(), features(64, 80), stats())
+    fused = make_optimizer(policy)
+    assert fused.defaults["fused"] is True
+    plain_params = [p.detach().clone().requires_grad_() for p in policy.parameters()]
+    for p, q in zip(policy.parameters(), plain_params):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    lr_of = {id(p): g["lr"] for g in fused.param_groups for p in g["params"]}  # the backbone has its own
+    plain = torch.optim.AdamW([{"params": [q], "lr": lr_of[id(p)]} for p, q in zip(policy.parameters(), plain_params)],
+                              betas=fused.defaults["betas"], eps=fused.defaults["eps"],
+                              weight_decay=fused.defaults["weight_decay"], fused=False)
+    fused.step()
+    plain.step()
+    for p, q in zip(policy.parameters(), plain_params):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

@@ -3,6 +3,9 @@ r"""ACT: Action Chunking with Transformers (Zhao et al. 2023), our implementatio
 Parameter names and shapes equal LeRobot 0.4.4's ACT (`model.*`), so checkpoints move
 between the two projects; the computation follows the paper / LeRobot exactly (post-norm
 layers, dropout positions, latent projection, position embeddings) so outputs match.
+Two differences in how, not in what, both for training speed: the VAE encoder's last
+layer computes its [CLS] token alone (the only output read), and dropout draws its masks
+with `MaskDropout` (same distribution, p rounded to 1/65536; cheaper on a CPU).
 
 ```
                          training only                                  every step
@@ -53,6 +56,7 @@ from robotrain.policies.normalize import Normalizer
 from robotrain.policies.act import memory as act_memory
 from robotrain.policies.act.augment import ImageAugment
 from robotrain.policies.act.config import ACTConfig
+from robotrain.policies.act.dropout import MaskDropout
 from robotrain.policies.act.resnet import OUT_CHANNELS, ResNetBackbone
 from robotrain.policies.base import Batch, Policy, PolicyFeatures
 
@@ -105,12 +109,14 @@ def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
 
 
 def _residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], dropout: nn.Module, norm: nn.Module,
-              pre_norm: bool) -> Tensor:
+              pre_norm: bool, first_token_only: bool = False) -> Tensor:
     """One transformer sublayer with its skip connection: the LayerNorm comes after the sum
-    (post-norm, ACT's default) or before the sublayer (`pre_norm`)."""
+    (post-norm, ACT's default) or before the sublayer (`pre_norm`). With
+    `first_token_only` the sublayer returns token 0 alone and so does this."""
+    skip = x[:, :1] if first_token_only else x
     if pre_norm:
-        return x + dropout(sublayer(norm(x)))
-    return norm(x + dropout(sublayer(x)))
+        return skip + dropout(sublayer(norm(x)))
+    return norm(skip + dropout(sublayer(x)))
 
 
 def _feedforward(layer: EncoderLayer | DecoderLayer, x: Tensor) -> Tensor:
@@ -126,22 +132,27 @@ class EncoderLayer(nn.Module):
         d = cfg.dim_model
         self.self_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
         self.linear1 = nn.Linear(d, cfg.dim_feedforward)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = MaskDropout(cfg.dropout)
         self.linear2 = nn.Linear(cfg.dim_feedforward, d)
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
-        self.dropout1 = nn.Dropout(cfg.dropout)
-        self.dropout2 = nn.Dropout(cfg.dropout)
+        self.dropout1 = MaskDropout(cfg.dropout)
+        self.dropout2 = MaskDropout(cfg.dropout)
         self.activation = _activation(cfg.feedforward_activation)
         self.pre_norm = cfg.pre_norm
 
-    def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
-        # x: (B, S, D); pos: (1 or B, S, D); key_padding_mask: (B, S) True = ignore
+    def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None,
+                first_token_only: bool = False) -> Tensor:
+        """(B, S, D) -> (B, S, D), or (B, 1, D) with `first_token_only`: token 0's output
+        alone (its query attends to every token), skipping the other queries' attention
+        and feed-forward work. pos: (1 or B, S, D); key_padding_mask: (B, S) True = ignore."""
+
         def attend(h: Tensor) -> Tensor:
             qk = _with_pos(h, pos)
-            return self.self_attn(qk, qk, h, key_padding_mask=key_padding_mask, need_weights=False)[0]
+            query = qk[:, :1] if first_token_only else qk
+            return self.self_attn(query, qk, h, key_padding_mask=key_padding_mask, need_weights=False)[0]
 
-        x = _residual(x, attend, self.dropout1, self.norm1, self.pre_norm)
+        x = _residual(x, attend, self.dropout1, self.norm1, self.pre_norm, first_token_only)
         return _residual(x, lambda h: _feedforward(self, h), self.dropout2, self.norm2, self.pre_norm)
 
 
@@ -154,9 +165,13 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim_model) if cfg.pre_norm else nn.Identity()
         self.gradient_checkpointing = cfg.gradient_checkpointing
 
-    def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
-        for layer in self.layers:
-            x = _maybe_checkpoint(self, layer, x, pos, key_padding_mask)
+    def forward(self, x: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None,
+                first_token_only: bool = False) -> Tensor:
+        """(B, S, D) -> (B, S, D); with `first_token_only` (B, 1, D): the last layer computes
+        token 0 alone, which is all the VAE encoder reads (its [CLS] token)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = _maybe_checkpoint(self, layer, x, pos, key_padding_mask, first_token_only and i == last)
         return self.norm(x)
 
 
@@ -169,14 +184,14 @@ class DecoderLayer(nn.Module):
         self.self_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
         self.multihead_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
         self.linear1 = nn.Linear(d, cfg.dim_feedforward)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = MaskDropout(cfg.dropout)
         self.linear2 = nn.Linear(cfg.dim_feedforward, d)
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
         self.norm3 = nn.LayerNorm(d)
-        self.dropout1 = nn.Dropout(cfg.dropout)
-        self.dropout2 = nn.Dropout(cfg.dropout)
-        self.dropout3 = nn.Dropout(cfg.dropout)
+        self.dropout1 = MaskDropout(cfg.dropout)
+        self.dropout2 = MaskDropout(cfg.dropout)
+        self.dropout3 = MaskDropout(cfg.dropout)
         self.activation = _activation(cfg.feedforward_activation)
         self.pre_norm = cfg.pre_norm
 
@@ -210,7 +225,7 @@ class Decoder(nn.Module):
         return self.norm(x)
 
 
-def _maybe_checkpoint(stack: Encoder | Decoder, layer: nn.Module, *args: Tensor | None) -> Tensor:
+def _maybe_checkpoint(stack: Encoder | Decoder, layer: nn.Module, *args: Tensor | bool | None) -> Tensor:
     """layer(*args), recomputed in backward when the stack checkpoints (training only).
     Non-reentrant checkpointing restores the RNG state before recomputing, so dropout
     draws the same masks twice and the gradients are those of the plain forward."""
@@ -270,7 +285,7 @@ class ACT(nn.Module):
         n_prefix = len(tokens) - 1
         mask = torch.cat([action_is_pad.new_zeros(b, n_prefix), action_is_pad], dim=1)  # (B, S) True = pad
         pos = self.vae_encoder_pos_enc.to(x.dtype)  # (1, S, D)
-        cls_out = self.vae_encoder(x, pos, key_padding_mask=mask)[:, 0]  # (B, D)
+        cls_out = self.vae_encoder(x, pos, key_padding_mask=mask, first_token_only=True)[:, 0]  # (B, D)
         params = self.vae_encoder_latent_output_proj(cls_out)  # (B, 2 * latent)
         latent = self.cfg.latent_dim
         return params[:, :latent], params[:, latent:]
