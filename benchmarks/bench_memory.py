@@ -45,6 +45,10 @@ POINTS: dict[str, list[str]] = {
                     "--policy.gradient_checkpointing", "true"],
     "smolvla-ckpt-off": ["--preset", "smolvla_sim", "--batch-size", "32"],
     "smolvla-ckpt-on": ["--preset", "smolvla_sim", "--batch-size", "32", "--policy.gradient_checkpointing", "true"],
+    "act-480x640-b4-ckpt": ["--policy", "act", "--image-size", "480x640", "--batch-size", "4",
+                            "--policy.gradient_checkpointing", "true"],
+    "smolvla-256-b16-ckpt": ["--preset", "smolvla_sim", "--image-size", "256x256", "--batch-size", "16",
+                             "--policy.gradient_checkpointing", "true"],
 }
 # The children feed batches themselves: no DataLoader workers to predict.
 POINTS = {name: flags + ["--num-workers", "0"] for name, flags in POINTS.items()}

@@ -70,7 +70,8 @@ def test_bf16_autocast_needs_less_activation_memory() -> None:
     fp32 = plan(*TINY_ACT, "--amp", "off")
     bf16 = plan(*TINY_ACT, "--amp", "bf16")
     assert bf16.precision == "bf16 autocast" and fp32.precision == "float32"
-    assert bf16.activations < 0.6 * fp32.activations and bf16.weights == fp32.weights
+    # bf16 keeps most activations in 2 bytes instead of 4 (the factor was fitted to H100 peaks).
+    assert bf16.activations < 0.7 * fp32.activations and bf16.weights == fp32.weights
 
 
 def test_smolvla_counts_only_trainable_parameters_for_gradients() -> None:
@@ -142,3 +143,24 @@ def test_train_refuses_a_run_that_will_not_fit_before_building_the_data(tmp_path
 def test_memory_check_choices_are_checked() -> None:
     with pytest.raises(ConfigError, match="memory-check"):
         parse_train_config([*TINY_ACT, "--output-dir", "x", "--memory-check", "maybe"], check_paths=False)
+
+
+def test_checkpointing_plans_a_fraction_of_each_part() -> None:
+    """With gradient checkpointing ACT's plan scales its ResNet and transformer terms by
+    the measured fractions, and SmolVLA's keeps the layers' inputs plus one recomputed
+    layer (calibration in policies/*/memory.py): less than without, for both."""
+    from robotrain.policies.act import memory as act_memory
+    from robotrain.policies.act.config import ACTConfig
+
+    plain = act_memory.activation_bytes_per_sample(ACTConfig(), 2, (240, 320), 162, True, "cpu", False)
+    checkpointed = act_memory.activation_bytes_per_sample(ACTConfig(gradient_checkpointing=True), 2, (240, 320),
+                                                          162, True, "cpu", False)
+    backbone, transformers = act_memory.saved_bytes_per_sample(ACTConfig(), 2, (240, 320), 162, True, False)
+    assert backbone == 2 * 240 * 320 * 244.5
+    assert plain == int((backbone + transformers) * act_memory.CPU_PEAK_FACTOR)
+    assert checkpointed == int((backbone * act_memory.CHECKPOINT_BACKBONE
+                                + transformers * act_memory.CHECKPOINT_TRANSFORMER) * act_memory.CPU_PEAK_FACTOR)
+    for flags in (TINY_ACT, ("--preset", "smolvla_sim", "--batch-size", "8")):
+        off = plan(*flags)
+        on = plan(*flags, "--policy.gradient_checkpointing", "true")
+        assert 0.2 * off.per_sample < on.per_sample < off.per_sample, flags

@@ -12,7 +12,8 @@ peaks: `benchmarks/bench_memory.py`, table in docs/benchmarks.md).
 
 The peak of a training step, every term in bytes:
     runtime        the interpreter and libraries (CPU RSS), or the CUDA context
-  + weights        every parameter and buffer
+  + weights        every parameter and buffer, and under bf16 autocast the bf16 copy of
+                   each trainable weight that autocast caches for the step
   + gradients      one per trainable parameter (alive together during backward)
   + optimizer      AdamW's exp_avg and exp_avg_sq, 2 per trainable parameter
   + activations    batch x the policy's bytes per sample
@@ -49,6 +50,9 @@ pyarrow and robotrain's modules (measured: 269 MB, torch 2.11, Linux)."""
 RUNTIME_CUDA_BYTES = 512 * 2**20
 """The CUDA context and kernels, outside torch's allocator (a typical H100 figure; not in
 `torch.cuda.max_memory_allocated`, so left out when comparing with it)."""
+AUTOCAST_WEIGHT_COPY_BYTES = 2
+"""Bytes per trainable parameter of the bf16 copies autocast caches during a step (its
+cast cache; CPU and CUDA alike)."""
 DATALOADER_PREFETCH = 2
 """torch DataLoader's default prefetch_factor: batches in flight per worker."""
 SO101_CAMERAS = ("observation.images.front", "observation.images.wrist")
@@ -206,6 +210,8 @@ def plan_memory(config: TrainConfig, features: PolicyFeatures | None = None, tot
     weights += sum(b.numel() * b.element_size() for b in policy.buffers())
     gradients = sum(p.numel() * p.element_size() for p in trainable)
     optimizer = 2 * gradients  # AdamW: exp_avg + exp_avg_sq, in the parameters' dtype
+    if amp:  # autocast keeps a bf16 copy of every trainable weight it casts, for the whole step
+        weights += AUTOCAST_WEIGHT_COPY_BYTES * n_trainable
 
     size, _ = config.image_input()
     h, w = size or features.image_shape[1:]

@@ -211,7 +211,8 @@ class SmolVLAPolicy(Policy):
         }
         vlm_trains = not self.config.train_expert_only
         vision_trains = vlm_trains and not self.config.freeze_vision_encoder
-        return smolvla_memory.activation_bytes_per_sample(dims, vision_trains, vlm_trains, device_type, amp)
+        return smolvla_memory.activation_bytes_per_sample(dims, vision_trains, vlm_trains, device_type, amp,
+                                                          self.config.gradient_checkpointing)
 
     # --- batch preparation -------------------------------------------------------------
     @property
