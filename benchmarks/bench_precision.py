@@ -7,12 +7,14 @@ learn the same? The answer sets `training/precision.py`'s CPU_BF16_WHEN_NATIVE.
    of the timed steps, their spread (25th-75th percentile) and the ratio.
 2. Loss: `robotrain train --preset act_sim_demo` on a dataset for `--loss-steps` steps,
    float32 with two seeds (their difference is the run-to-run noise) and bf16 with the
-   same two seeds; the mean training loss over the last fifth of the steps of each run.
+   same two seeds (or those of `--bf16-seeds`); the mean training loss over the last fifth
+   of the steps of each run, and the curves (`--out`).
    bf16 matches when its loss differs from float32's (same seed) by no more than the two
    float32 seeds differ from each other (or 2% of the loss, whichever is larger).
 
-Run on a quiet machine (both parts take minutes to an hour on 2 cores):
-    env PYTHONPATH=src python benchmarks/bench_precision.py --dataset data/sim100 --loss-steps 1500
+Run on a quiet machine (both parts take minutes to an hour on 2 cores; only part 1 is timed):
+    env PYTHONPATH=src python benchmarks/bench_precision.py --dataset data/sim100 --loss-steps 2000 \\
+        --bf16-seeds 1000 --runs-dir runs/precision --out docs/bench/precision_cpu
 Check that it works (seconds to minutes; the numbers mean nothing):
     nice -n 10 env PYTHONPATH=src python benchmarks/bench_precision.py --quick
 """
@@ -77,22 +79,57 @@ def speed(pairs: int, warmup: int) -> dict[str, float]:
     return out
 
 
-def final_loss(dataset: str, steps: int, seed: int, amp: str, workdir: Path) -> float:
-    """Mean training loss over the last fifth of a `robotrain train` run."""
+def logged_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, training loss) pairs of a run's metrics.jsonl ([] when there is none)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
+
+
+def loss_curve(dataset: str, steps: int, seed: int, amp: str, workdir: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of a `robotrain train` run, logged 50 times; a run already in
+    `workdir` that reached `steps` is read, not repeated."""
     run_dir = workdir / f"{amp}_seed{seed}"
+    done = logged_losses(run_dir)
+    if done and done[-1][0] >= steps:
+        return done
     log_freq = max(1, steps // 50)
     cmd = [sys.executable, "-m", "robotrain", "train", "--preset", "act_sim_demo", "--dataset", dataset,
            "--steps", str(steps), "--seed", str(seed), "--amp", amp, "--device", "cpu", "--output-dir", str(run_dir),
            "--eval-freq", "0", "--val-fraction", "0", "--save-freq", "0", "--log-freq", str(log_freq),
-           "--keep-last", "1", "--tensorboard", "false"]
+           "--keep-last", "1", "--tensorboard", "false", "--overwrite", "true"]  # a partial run is redone
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{amp} seed {seed} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-3:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
-    tail = [loss for step, loss in losses if step > 0.8 * steps] or [losses[-1][1]]
+    return logged_losses(run_dir)
+
+
+def final_loss(curve: list[tuple[int, float]], steps: int) -> float:
+    """Mean training loss over the last fifth of the run."""
+    tail = [loss for step, loss in curve if step > 0.8 * steps] or [curve[-1][1]]
     return float(np.mean(tail))
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """Every run's training loss against its step, float32 solid and bf16 dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, curve in curves.items():
+        steps, losses = zip(*curve)
+        ax.plot(steps, losses, "--" if name.startswith("bf16") else "-", label=name, linewidth=1.2)
+    ax.set(xlabel="step", ylabel="training loss (l1 + kl_weight x KL)", yscale="log",
+           title="ACT (act_sim_demo) on this CPU: float32 against bf16 autocast")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -101,7 +138,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed pairs first")
     ap.add_argument("--dataset", default=str(DEFAULT_DATASET), help="dataset for the loss comparison")
     ap.add_argument("--loss-steps", type=int, default=600, help="training steps per loss run (0 skips part 2)")
-    ap.add_argument("--seeds", type=int, nargs=2, default=[1000, 2000])
+    ap.add_argument("--seeds", type=int, nargs=2, default=[1000, 2000], help="float32 runs (their difference: the noise)")
+    ap.add_argument("--bf16-seeds", type=int, nargs="+", help="bf16 runs (default: --seeds)")
+    ap.add_argument("--runs-dir", help="keep the training runs here (default: a temporary folder); finished runs "
+                                       "found there are reused, so an interrupted comparison resumes")
+    ap.add_argument("--out", help="keep the loss curves here: loss_curves.json and loss_curves.png")
     ap.add_argument("--quick", action="store_true", help="a few steps of each part, to check the script works")
     args = ap.parse_args()
     if args.quick:
@@ -120,15 +161,31 @@ def main() -> int:
     print(f"bf16 faster: {'yes' if faster else 'no'}")
     if args.loss_steps <= 0:
         return 0
+    bf16_seeds = args.bf16_seeds or args.seeds
+    runs = [(amp, seed) for seed in args.seeds for amp in ("off", "bf16") if amp == "off" or seed in bf16_seeds]
+    runs += [("bf16", seed) for seed in bf16_seeds if seed not in args.seeds]
     with tempfile.TemporaryDirectory(prefix="bench_precision_") as tmp:
-        loss = {(amp, seed): final_loss(args.dataset, args.loss_steps, seed, amp, Path(tmp))
-                for seed in args.seeds for amp in ("off", "bf16")}
+        workdir = Path(args.runs_dir or tmp)
+        curves = {(amp, seed): loss_curve(args.dataset, args.loss_steps, seed, amp, workdir) for amp, seed in runs}
+    loss = {key: final_loss(curve, args.loss_steps) for key, curve in curves.items()}
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        named = {f"{'fp32' if amp == 'off' else 'bf16'} seed {seed}": curve for (amp, seed), curve in curves.items()}
+        (out / "loss_curves.json").write_text(json.dumps({"dataset": args.dataset, "steps": args.loss_steps,
+                                                          "speed": s, "curves": named}, indent=1) + "\n")
+        plot_curves(named, out / "loss_curves.png")
+        print(f"curves: {out / 'loss_curves.json'}, {out / 'loss_curves.png'}")
     a, b = args.seeds
     noise = abs(loss["off", a] - loss["off", b])
-    diffs = [abs(loss["bf16", seed] - loss["off", seed]) for seed in args.seeds]
-    for seed in args.seeds:
-        print(f"loss over the last fifth of {args.loss_steps} steps, seed {seed}: fp32 {loss['off', seed]:.4f}, "
-              f"bf16 {loss['bf16', seed]:.4f}")
+    diffs = [abs(loss["bf16", seed] - loss["off", seed]) for seed in bf16_seeds if ("off", seed) in loss]
+    for seed in sorted({seed for _, seed in runs}):
+        values = ", ".join(f"{'fp32' if amp == 'off' else 'bf16'} {loss[amp, seed]:.4f}"
+                           for amp in ("off", "bf16") if (amp, seed) in loss)
+        print(f"loss over the last fifth of {args.loss_steps} steps, seed {seed}: {values}")
+    if not diffs:
+        print("no bf16 run shares a seed with a float32 run: no verdict")
+        return 1
     tolerance = max(noise, 0.02 * loss["off", a])
     matches = max(diffs) <= tolerance
     print(f"run-to-run noise (fp32 seed {a} vs {b}): {noise:.4f}; bf16 vs fp32: {max(diffs):.4f}")
