@@ -8,7 +8,8 @@
    build time printed apart.
 2. ACT training step (forward + backward + clip + AdamW) at LeRobot's default config
    (ResNet18 random, dim 512, 4+1 layers, chunk 100), batch 8, 480x640 and 240x320 inputs,
-   random batches: LeRobot's ACTPolicy against ours.
+   random batches: LeRobot's ACTPolicy against ours, in PyTorch's default (contiguous) layout
+   and with `--channels-last true`.
 Every measurement is a fresh subprocess (LeRobot's in `--peer-python`, ours in this
 python); the two sides alternate, round after round, and the table gives medians and the
 25-75% spread over the rounds, and the ratio of the medians.
@@ -65,7 +66,7 @@ def our_loader(root: str, impl: str, batches: int, batch_size: int, workers: int
     return {"samples_per_s": n / (time.perf_counter() - t0)}
 
 
-def our_act(size: tuple[int, int], steps: int, warmup: int, batch_size: int) -> dict[str, Any]:
+def our_act(size: tuple[int, int], steps: int, warmup: int, batch_size: int, channels_last: bool) -> dict[str, Any]:
     import torch
 
     from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
@@ -78,10 +79,14 @@ def our_act(size: tuple[int, int], steps: int, warmup: int, batch_size: int) -> 
     features = so101_features()
     torch.manual_seed(0)
     policy = ACTPolicy(ACTConfig(image_size=size), features, placeholder_stats(features)).train()
+    if channels_last:  # what `robotrain train --channels-last true` does
+        policy = policy.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
     batch = {cam: torch.rand(batch_size, 3, *size, generator=g) for cam in CAMERAS}
+    if channels_last:
+        batch = {cam: image.contiguous(memory_format=torch.channels_last) for cam, image in batch.items()}
     batch[OBS_STATE] = torch.randn(batch_size, 6, generator=g)
     batch[ACTION] = torch.randn(batch_size, policy.config.chunk_size, 6, generator=g)
     batch[ACTION_IS_PAD] = torch.zeros(batch_size, policy.config.chunk_size, dtype=torch.bool)
@@ -116,6 +121,8 @@ def spread(values: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer-python", required=True, help="the LeRobot venv's python, e.g. /work/lerobot-venv/bin/python")
+    ap.add_argument("--our-python", default=sys.executable,
+                    help="python for our side (default: this one); give the peer's to compare on the same torch")
     ap.add_argument("--dataset", required=True, help="written by tools/make_lerobot_dataset.py")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", type=int, default=20, help="timed batches per loader run")
@@ -131,14 +138,14 @@ def main() -> int:
             root, impl, batches, workers = rest
             result = our_loader(root, impl, int(batches), 32, int(workers), 100)
         else:
-            size, steps, warmup = rest
+            size, steps, warmup, layout = rest
             h, w = (int(v) for v in size.split("x"))
-            result = our_act((h, w), int(steps), int(warmup), 8)
+            result = our_act((h, w), int(steps), int(warmup), 8, layout == "channels_last")
         print("RESULT " + json.dumps(result))
         return 0
     if args.quick:
         args.rounds, args.batches, args.steps = 1, 1, 1
-    ours = [sys.executable, __file__, "--peer-python", args.peer_python, "--dataset", args.dataset, "--child"]
+    ours = [args.our_python, __file__, "--peer-python", args.peer_python, "--dataset", args.dataset, "--child"]
     peer = [args.peer_python, str(PEER)]
 
     if "loader" not in args.skip:
@@ -170,16 +177,23 @@ def main() -> int:
                 print(f"| {name} | {spread(values)} | {np.median(values) / base:.1f}x |")
 
     if "act" not in args.skip:
-        print(f"\nACT training step at LeRobot's defaults, batch 8, {args.rounds} rounds of {args.steps} steps:")
-        print("| input | LeRobot s/step | ours s/step | LeRobot / ours |\n|---|---|---|---|")
+        torch_versions = {side: run_child([python, "-c", "import torch; print('RESULT \"' + torch.__version__ + '\"')"])
+                          for side, python in (("LeRobot", args.peer_python), ("ours", args.our_python))}
+        print(f"\nACT training step at LeRobot's defaults, batch 8, {args.rounds} rounds of {args.steps} steps "
+              f"(torch: LeRobot {torch_versions['LeRobot']}, ours {torch_versions['ours']}):")
+        print("| input | LeRobot s/step | ours s/step | ours, channels_last s/step | LeRobot / ours | "
+              "LeRobot / ours, channels_last |\n|---|---|---|---|---|---|")
         for size in args.sizes:
-            times: dict[str, list[float]] = {"lerobot": [], "ours": []}
+            times: dict[str, list[float]] = {"lerobot": [], "contiguous": [], "channels_last": []}
             for _ in range(args.rounds):
                 times["lerobot"].append(run_child([*peer, "act", "--size", size, "--steps", str(args.steps),
                                                    "--batch-size", "8"])["step_s"])
-                times["ours"].append(run_child([*ours, "act", size, str(args.steps), "2"])["step_s"])
-            ratio = np.median(times["lerobot"]) / np.median(times["ours"])
-            print(f"| {size} | {spread(times['lerobot'])} | {spread(times['ours'])} | {ratio:.2f}x |")
+                for layout in ("contiguous", "channels_last"):
+                    times[layout].append(run_child([*ours, "act", size, str(args.steps), "2", layout])["step_s"])
+            base = np.median(times["lerobot"])
+            print(f"| {size} | {spread(times['lerobot'])} | {spread(times['contiguous'])} | "
+                  f"{spread(times['channels_last'])} | {base / np.median(times['contiguous']):.2f}x | "
+                  f"{base / np.median(times['channels_last']):.2f}x |")
     return 0
 
 
