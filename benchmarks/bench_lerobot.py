@@ -70,6 +70,7 @@ def our_act(size: tuple[int, int], steps: int, warmup: int, batch_size: int, cha
     import torch
 
     from robotrain.constants import ACTION, ACTION_IS_PAD, OBS_STATE
+    from robotrain.evaluation.offline import batch_to_device
     from robotrain.policies.act.config import ACTConfig
     from robotrain.policies.act.model import ACTPolicy
     from robotrain.training.loop import Runtime, train_step
@@ -85,11 +86,10 @@ def our_act(size: tuple[int, int], steps: int, warmup: int, batch_size: int, cha
     params = [p for p in policy.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
     batch = {cam: torch.rand(batch_size, 3, *size, generator=g) for cam in CAMERAS}
-    if channels_last:
-        batch = {cam: image.contiguous(memory_format=torch.channels_last) for cam, image in batch.items()}
     batch[OBS_STATE] = torch.randn(batch_size, 6, generator=g)
     batch[ACTION] = torch.randn(batch_size, policy.config.chunk_size, 6, generator=g)
     batch[ACTION_IS_PAD] = torch.zeros(batch_size, policy.config.chunk_size, dtype=torch.bool)
+    batch = batch_to_device(batch, torch.device("cpu"), channels_last)  # the training loop's layout step
     rt = Runtime(device=torch.device("cpu"))
     times = []
     for i in range(warmup + steps):

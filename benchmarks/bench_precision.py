@@ -107,6 +107,11 @@ def loss_curve(dataset: str, steps: int, seed: int, amp: str, workdir: Path) -> 
     return logged_losses(run_dir)
 
 
+def precision_name(amp: str) -> str:
+    """How a run's `--amp` value is printed: "fp32" for "off", else the value."""
+    return "fp32" if amp == "off" else amp
+
+
 def final_loss(curve: list[tuple[int, float]], steps: int) -> float:
     """Mean training loss over the last fifth of the run."""
     tail = [loss for step, loss in curve if step > 0.8 * steps] or [curve[-1][1]]
@@ -171,7 +176,7 @@ def main() -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        named = {f"{'fp32' if amp == 'off' else 'bf16'} seed {seed}": curve for (amp, seed), curve in curves.items()}
+        named = {f"{precision_name(amp)} seed {seed}": curve for (amp, seed), curve in curves.items()}
         (out / "loss_curves.json").write_text(json.dumps({"dataset": args.dataset, "steps": args.loss_steps,
                                                           "speed": s, "curves": named}, indent=1) + "\n")
         plot_curves(named, out / "loss_curves.png")
@@ -180,7 +185,7 @@ def main() -> int:
     noise = abs(loss["off", a] - loss["off", b])
     diffs = [abs(loss["bf16", seed] - loss["off", seed]) for seed in bf16_seeds if ("off", seed) in loss]
     for seed in sorted({seed for _, seed in runs}):
-        values = ", ".join(f"{'fp32' if amp == 'off' else 'bf16'} {loss[amp, seed]:.4f}"
+        values = ", ".join(f"{precision_name(amp)} {loss[amp, seed]:.4f}"
                            for amp in ("off", "bf16") if (amp, seed) in loss)
         print(f"loss over the last fifth of {args.loss_steps} steps, seed {seed}: {values}")
     if not diffs:
